@@ -1,0 +1,1 @@
+//! Compute jobs for the BigFile provider agent (render and inference); arrives with the compute issue.
