@@ -44,6 +44,21 @@ pub enum StoreError {
         /// The store directory.
         path: PathBuf,
     },
+    /// The filesystem lacks room for the put with its safety margin; refused before writing.
+    #[error(
+        "disk full: storing this needs about {needed} bytes on disk plus the {reserve}-byte reserve \
+         (storage.disk_reserve), but only {free} bytes are free under {path}; nothing was written"
+    )]
+    DiskSpace {
+        /// The store directory.
+        path: PathBuf,
+        /// Estimated bytes the put will occupy on disk.
+        needed: u64,
+        /// Bytes free on the filesystem.
+        free: u64,
+        /// Bytes kept free.
+        reserve: u64,
+    },
     /// The configured capacity would be exceeded.
     #[error(
         "capacity exceeded: the object needs {needed} bytes but only {free} of {capacity} are free \
@@ -67,9 +82,7 @@ pub enum StoreError {
     #[error("invalid parameters: {0}")]
     Params(DecodeError),
     /// Too many shards of a stripe are missing or damaged.
-    #[error(
-        "object {id} cannot be read: stripe {stripe} has {good} intact shards and needs {needed}"
-    )]
+    #[error("object {id} cannot be read: stripe {stripe} has {good} intact shards and needs {needed}")]
     Unrecoverable {
         /// The object.
         id: ObjectId,

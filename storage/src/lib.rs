@@ -47,6 +47,7 @@
 //! on the write path, and a segment proof needs only the one block that holds the segment plus the
 //! block roots (see [`merkle::prove_segment`]).
 
+pub mod bench;
 pub mod error;
 pub mod manifest;
 pub mod merkle;
@@ -57,6 +58,6 @@ pub use error::{DecodeError, Result, StoreError};
 pub use manifest::{Geometry, Manifest, ObjectId};
 pub use records::ShardMeta;
 pub use store::{
-    GetReport, ObjectInfo, PutParams, PutReport, ScrubStats, ScrubSummary, Store, StoreConfig,
-    Usage, VerifyReport,
+    GetReport, ObjectInfo, PutParams, PutReport, ScrubStats, ScrubSummary, Store, StoreConfig, Usage,
+    VerifyReport,
 };

@@ -96,9 +96,7 @@ pub fn fold_to_root(mut nodes: Vec<Hash>, level: u32, height: u32) -> Hash {
 
 /// Leaf hashes of consecutive segments of `data` (the last one zero-padded).
 pub fn leaves(data: &[u8], segment_size: u32) -> Vec<Hash> {
-    data.chunks(segment_size as usize)
-        .map(|s| leaf_hash(s, segment_size as usize))
-        .collect()
+    data.chunks(segment_size as usize).map(|s| leaf_hash(s, segment_size as usize)).collect()
 }
 
 /// Root of the subtree of `height` whose leftmost leaves are the segments of `data`.
@@ -241,8 +239,7 @@ mod tests {
         let seg = 64;
         let height = 3; // blocks of 8 segments = 512 bytes
         let depth = tree_depth(data.len() as u64, seg);
-        let roots: Vec<Hash> =
-            data.chunks(512).map(|b| subtree_root(b, seg, height)).collect();
+        let roots: Vec<Hash> = data.chunks(512).map(|b| subtree_root(b, seg, height)).collect();
         assert_eq!(fold_to_root(roots, height, depth), shard_root(&data, seg));
     }
 
@@ -252,8 +249,7 @@ mod tests {
         let depth = tree_depth(len as u64, seg);
         let height = 2.min(depth);
         let block = 32 << height;
-        let roots: Vec<Hash> =
-            data.chunks(block).map(|b| subtree_root(b, seg, height)).collect();
+        let roots: Vec<Hash> = data.chunks(block).map(|b| subtree_root(b, seg, height)).collect();
         let b = (index >> height) as usize;
         let blk = &data[b * block..(b * block + block).min(len)];
         let p = prove_segment(index, blk, height, &roots, len as u64, seg).unwrap();

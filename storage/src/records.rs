@@ -59,11 +59,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::new(self.what, "trailing bytes"))
-        }
+        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::new(self.what, "trailing bytes")) }
     }
 }
 

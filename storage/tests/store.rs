@@ -9,6 +9,7 @@ fn open(dir: &std::path::Path, capacity: u64) -> Store {
         capacity,
         block_size: 64 << 10,
         cache_bytes: 64 << 20,
+        disk_reserve: 0,
     })
     .unwrap()
 }
@@ -47,9 +48,10 @@ fn round_trips_at_the_edges() {
     let store = open(dir.path(), u64::MAX);
     let (k, m) = (4u16, 2u16);
     let stripe = 256 * 1024u32;
-    for (i, len) in [0usize, 1, stripe as usize - 1, stripe as usize, stripe as usize + 1, 3 * stripe as usize + 17]
-        .into_iter()
-        .enumerate()
+    for (i, len) in
+        [0usize, 1, stripe as usize - 1, stripe as usize, stripe as usize + 1, 3 * stripe as usize + 17]
+            .into_iter()
+            .enumerate()
     {
         let bytes = data(len, i as u64);
         let id = put(&store, &bytes, params(k, m, stripe));

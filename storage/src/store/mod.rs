@@ -11,8 +11,8 @@
 //! that same transaction) stay exact.
 
 mod put;
-mod scrub;
 pub(crate) mod read;
+mod scrub;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -45,7 +45,14 @@ pub struct StoreConfig {
     pub block_size: u32,
     /// sled page-cache size in bytes.
     pub cache_bytes: u64,
+    /// Bytes to keep free on the filesystem. sled 0.34 can corrupt its log when a write fails
+    /// with ENOSPC, so the store refuses puts that could bring the disk near full.
+    pub disk_reserve: u64,
 }
+
+/// Disk bytes budgeted per shard byte: sled's measured overhead is 1.3-1.5x for 16-100 KiB
+/// values and more for small objects, so plan for twice the data.
+pub const DISK_BYTES_PER_STORED_BYTE: u64 = 2;
 
 /// Space accounting of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -93,6 +100,7 @@ pub struct Store {
     meta: Tree,
     capacity: u64,
     block_size: u32,
+    disk_reserve: u64,
     /// Bytes promised to puts in progress, so concurrent puts cannot overshoot the capacity.
     reserved: Mutex<u64>,
     scrub_stats: Arc<ScrubStats>,
@@ -128,6 +136,7 @@ impl Store {
             path: cfg.path.clone(),
             capacity: cfg.capacity,
             block_size: cfg.block_size,
+            disk_reserve: cfg.disk_reserve,
             reserved: Mutex::new(0),
             scrub_stats: Arc::new(ScrubStats::default()),
         };
@@ -264,9 +273,11 @@ impl Store {
         for item in self.objects.iter() {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
             let rec = ObjectRecord::decode(&v).map_err(StoreError::Corrupt)?;
-            let id = ObjectId(k.as_ref().try_into().map_err(|_| {
-                StoreError::Corrupt(DecodeError::new("object key", "not 32 bytes"))
-            })?);
+            let id = ObjectId(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(DecodeError::new("object key", "not 32 bytes")))?,
+            );
             let g = self.manifest(&id)?.geometry;
             out.push(ObjectInfo {
                 id: id.to_hex(),
@@ -323,10 +334,17 @@ impl Store {
         if needed > free {
             return Err(StoreError::Capacity { needed, free, capacity: self.capacity });
         }
-        if let Some(disk_free) = disk_free_bytes(&self.path)
-            && disk_free < needed
+        // Puts in flight have not hit the disk yet either, so budget for them too.
+        let on_disk = needed.saturating_add(*reserved).saturating_mul(DISK_BYTES_PER_STORED_BYTE);
+        if let Some(free) = disk_free_bytes(&self.path)
+            && free < on_disk.saturating_add(self.disk_reserve)
         {
-            return Err(StoreError::DiskFull { path: self.path.clone() });
+            return Err(StoreError::DiskSpace {
+                path: self.path.clone(),
+                needed: on_disk,
+                free,
+                reserve: self.disk_reserve,
+            });
         }
         *reserved += needed;
         Ok(Reservation { store: self, bytes: needed })
@@ -379,7 +397,10 @@ fn open_error(e: sled::Error, path: &Path) -> StoreError {
         if is_disk_full(io) {
             return StoreError::DiskFull { path: path.to_owned() };
         }
-        return StoreError::Open { path: path.to_owned(), source: std::io::Error::new(io.kind(), io.to_string()) };
+        return StoreError::Open {
+            path: path.to_owned(),
+            source: std::io::Error::new(io.kind(), io.to_string()),
+        };
     }
     StoreError::Db(e)
 }
@@ -421,8 +442,5 @@ pub fn allocated_bytes(dir: &Path) -> u64 {
 }
 
 fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

@@ -192,10 +192,8 @@ impl Store {
             s = end;
         }
 
-        let roots: Vec<Hash> = writers
-            .iter()
-            .map(|w| merkle::fold_to_root(w.roots.clone(), block_height, depth))
-            .collect();
+        let roots: Vec<Hash> =
+            writers.iter().map(|w| merkle::fold_to_root(w.roots.clone(), block_height, depth)).collect();
         let manifest = Manifest { geometry: *g, shard_roots: roots };
         let object = manifest.object_id();
         let mut batch = sled::Batch::default();
@@ -233,7 +231,10 @@ impl Store {
         for (b, root) in hashed {
             debug_assert_eq!(writers[b.shard as usize].roots.len(), b.block as usize);
             writers[b.shard as usize].roots.push(root);
-            batch.insert(&block_key(handle, b.shard, b.block), BlockRecord::encode(height as u8, &root, &b.data));
+            batch.insert(
+                &block_key(handle, b.shard, b.block),
+                BlockRecord::encode(height as u8, &root, &b.data),
+            );
         }
         self.blocks.apply_batch(batch).map_err(|e| self.db_err(e))
     }

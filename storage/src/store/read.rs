@@ -100,10 +100,8 @@ impl Store {
             raw.push((b, v));
         }
         let seg = ctx.geometry.segment_size;
-        let checked: Vec<(u32, Loaded)> = raw
-            .into_par_iter()
-            .map(|(b, v)| (b, check_block(meta, b, v.as_deref(), seg)))
-            .collect();
+        let checked: Vec<(u32, Loaded)> =
+            raw.into_par_iter().map(|(b, v)| (b, check_block(meta, b, v.as_deref(), seg))).collect();
         for (b, l) in checked {
             cache.insert((shard, b), l);
         }
@@ -112,7 +110,12 @@ impl Store {
 
     /// Reads an object into `out`, rebuilding stripes from parity where blocks are missing or
     /// corrupt, then repairs the damaged blocks it found.
-    pub fn get(&self, id: &ObjectId, out: &mut dyn Write, progress: &mut dyn FnMut(u64)) -> Result<GetReport> {
+    pub fn get(
+        &self,
+        id: &ObjectId,
+        out: &mut dyn Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<GetReport> {
         let ctx = self.object_ctx(id)?;
         let g = ctx.geometry;
         let k = usize::from(g.data);
@@ -147,7 +150,12 @@ impl Store {
                         (0..n).map(|i| piece(&ctx, &cache, i as u16, sp)).collect();
                     let good = all.iter().filter(|p| p.is_some()).count();
                     if good < k {
-                        return Err(StoreError::Unrecoverable { id: *id, stripe: s + j as u64, good, needed: k });
+                        return Err(StoreError::Unrecoverable {
+                            id: *id,
+                            stripe: s + j as u64,
+                            good,
+                            needed: k,
+                        });
                     }
                     rs.reconstruct_data(&mut all).map_err(|e| {
                         StoreError::Corrupt(DecodeError::new("erasure decode", format!("{e:?}")))
@@ -176,7 +184,8 @@ impl Store {
         }
         out.flush().map_err(StoreError::Output)?;
 
-        let mut report = GetReport { id: id.to_hex(), size: g.size, stripes_reconstructed: rebuilt, damaged: Vec::new() };
+        let mut report =
+            GetReport { id: id.to_hex(), size: g.size, stripes_reconstructed: rebuilt, damaged: Vec::new() };
         for ((shard, block), problem) in damaged {
             let repaired = match self.repair_block(&ctx, shard, block) {
                 Ok(()) => true,
@@ -194,9 +203,17 @@ impl Store {
     }
 
     /// Loads the blocks of `shard` that the stripes in `spans` touch.
-    fn load_span_blocks(&self, ctx: &ObjectCtx, shard: u16, spans: &[StripeSpan], cache: &mut BlockCache) -> Result<()> {
+    fn load_span_blocks(
+        &self,
+        ctx: &ObjectCtx,
+        shard: u16,
+        spans: &[StripeSpan],
+        cache: &mut BlockCache,
+    ) -> Result<()> {
         let (Some(first), Some(last)) = (spans.first(), spans.last()) else { return Ok(()) };
-        let bs = ctx.metas[usize::from(shard)].as_ref().map_or(u64::from(self.block_size), |m| u64::from(m.block_size));
+        let bs = ctx.metas[usize::from(shard)]
+            .as_ref()
+            .map_or(u64::from(self.block_size), |m| u64::from(m.block_size));
         let lo = (first.shard_offset / bs) as u32;
         let end = last.shard_offset + last.piece_len;
         let hi = end.div_ceil(bs) as u32;
@@ -206,9 +223,9 @@ impl Store {
     /// Rebuilds block `block` of `shard` from the other shards and writes it, if it verifies.
     pub(crate) fn repair_block(&self, ctx: &ObjectCtx, shard: u16, block: u32) -> Result<()> {
         let g = ctx.geometry;
-        let meta = ctx.metas[usize::from(shard)]
-            .as_ref()
-            .ok_or_else(|| StoreError::Corrupt(DecodeError::new("shard metadata", "missing; cannot repair")))?;
+        let meta = ctx.metas[usize::from(shard)].as_ref().ok_or_else(|| {
+            StoreError::Corrupt(DecodeError::new("shard metadata", "missing; cannot repair"))
+        })?;
         let bs = u64::from(meta.block_size);
         let start = u64::from(block) * bs;
         let len = meta.block_len(block);
@@ -253,7 +270,10 @@ impl Store {
         let height = u32::from(meta.block_height);
         let root = merkle::subtree_root(&data, g.segment_size, height);
         if Some(&root) != meta.block_roots.get(block as usize) {
-            return Err(StoreError::Corrupt(DecodeError::new("repair", "rebuilt block does not match its root")));
+            return Err(StoreError::Corrupt(DecodeError::new(
+                "repair",
+                "rebuilt block does not match its root",
+            )));
         }
         self.blocks
             .insert(block_key(ctx.handle, shard, block), BlockRecord::encode(meta.block_height, &root, &data))

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::error::{Result, StoreError};
-use crate::records::{ShardMeta, parse_block_key};
 use super::Store;
 use super::read::{Loaded, ObjectCtx, check_block};
+use crate::error::{Result, StoreError};
+use crate::records::{ShardMeta, parse_block_key};
 
 const CURSOR: &[u8] = b"scrub_cursor";
 

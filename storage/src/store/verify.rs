@@ -73,9 +73,8 @@ impl Store {
             let rec = self.object_record(id)?;
             let mut object_bytes = 0u64;
             for shard in 0..ctx.geometry.total_shards() as u16 {
-                let nblocks = ctx.metas[usize::from(shard)]
-                    .as_ref()
-                    .map_or(0, |m| m.block_roots.len() as u32);
+                let nblocks =
+                    ctx.metas[usize::from(shard)].as_ref().map_or(0, |m| m.block_roots.len() as u32);
                 if ctx.metas[usize::from(shard)].is_none() {
                     r.bad_blocks.push(BadBlock {
                         object: id.to_hex(),
@@ -94,9 +93,12 @@ impl Store {
                         r.blocks += 1;
                         match l {
                             Loaded::Good(d) => object_bytes += d.len() as u64,
-                            Loaded::Bad(problem) => {
-                                r.bad_blocks.push(BadBlock { object: id.to_hex(), shard, block: blk, problem })
-                            }
+                            Loaded::Bad(problem) => r.bad_blocks.push(BadBlock {
+                                object: id.to_hex(),
+                                shard,
+                                block: blk,
+                                problem,
+                            }),
                         }
                     }
                     b = end;
@@ -176,6 +178,12 @@ impl Store {
     /// `corrupt` flips one byte in every block, otherwise the blocks are deleted.
     #[cfg(feature = "fault-injection")]
     pub fn damage_shard(&self, id: &ObjectId, shard: u16, corrupt: bool) -> Result<u64> {
+        self.damage_shard_inner(id, shard, corrupt)
+    }
+
+    /// The body of `damage_shard`, always compiled so that the storage benchmark can measure
+    /// reconstruction without the `fault-injection` feature. Returns the blocks damaged.
+    pub(crate) fn damage_shard_inner(&self, id: &ObjectId, shard: u16, corrupt: bool) -> Result<u64> {
         let rec = self.object_record(id)?;
         let mut prefix = rec.handle.to_be_bytes().to_vec();
         prefix.extend_from_slice(&shard.to_be_bytes());

@@ -1,0 +1,116 @@
+//! The local HTTP API on loopback: `/status` (JSON) and `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bigfile_storage::Store;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The shard store.
+    pub store: Arc<Store>,
+    /// Metrics registry.
+    pub registry: Arc<Registry>,
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Chain address.
+    pub address: String,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+/// The `/status` document.
+#[derive(serde::Serialize)]
+pub struct Status {
+    /// Agent version.
+    pub version: &'static str,
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Chain address.
+    pub address: String,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Store accounting.
+    pub storage: bigfile_storage::Usage,
+    /// Scrub counters.
+    pub scrub: ScrubStatus,
+}
+
+/// Scrub counters in `/status`.
+#[derive(serde::Serialize)]
+pub struct ScrubStatus {
+    /// Blocks verified.
+    pub blocks_verified: u64,
+    /// Damaged blocks found.
+    pub damaged_found: u64,
+    /// Repaired.
+    pub repaired: u64,
+    /// Beyond repair.
+    pub unrepairable: u64,
+    /// Complete passes.
+    pub passes_completed: u64,
+}
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    Router::new().route("/status", get(status)).route("/metrics", get(metrics)).with_state(state)
+}
+
+/// Serves until `cancel` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(cancel.cancelled_owned()).await?;
+    Ok(())
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+}
+
+async fn status(State(s): State<ApiState>) -> Response {
+    let store = s.store.clone();
+    let usage = match tokio::task::spawn_blocking(move || store.usage()).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
+    };
+    let st = s.store.scrub_stats();
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    axum::Json(Status {
+        version: env!("CARGO_PKG_VERSION"),
+        peer_id: s.peer_id.clone(),
+        address: s.address.clone(),
+        uptime_secs: s.started.elapsed().as_secs(),
+        storage: usage,
+        scrub: ScrubStatus {
+            blocks_verified: ld(&st.blocks_verified),
+            damaged_found: ld(&st.damaged_found),
+            repaired: ld(&st.repaired),
+            unrepairable: ld(&st.unrepairable),
+            passes_completed: ld(&st.passes_completed),
+        },
+    })
+    .into_response()
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let registry = s.registry.clone();
+    match tokio::task::spawn_blocking(move || crate::metrics::encode(&registry)).await {
+        Ok(Ok(text)) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+        }
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}

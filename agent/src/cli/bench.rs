@@ -1,0 +1,84 @@
+//! `bigfile-agent bench …`: throughput as ratios against raw baselines measured in the same run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use super::Output;
+use crate::config::{ByteSize, Config};
+
+/// `bench` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Erasure coding, durable put, reconstruction and scrub against memcpy, write+fsync and read.
+    Storage {
+        /// Object size to measure with.
+        #[arg(long, default_value = "256 MiB")]
+        size: ByteSize,
+        /// Scratch directory on the disk to measure (default: inside node.data_dir, or /tmp
+        /// when there is no config).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Runs a benchmark.
+pub fn run(config: &Path, cmd: BenchCmd, out: &Output) -> Result<ExitCode> {
+    match cmd {
+        BenchCmd::Storage { size, dir } => {
+            let cfg = if config.exists() { Some(Config::load(config)?) } else { None };
+            let storage = cfg.as_ref().map(|c| c.storage.clone()).unwrap_or_default();
+            let dir = dir.unwrap_or_else(|| match &cfg {
+                Some(c) => c.node.data_dir.join("bench-scratch"),
+                None => std::env::temp_dir().join(format!("bigfile-bench-{}", std::process::id())),
+            });
+            let mut opts = bigfile_storage::bench::BenchOptions::new(dir);
+            opts.object_bytes = size.0;
+            opts.data = storage.data;
+            opts.parity = storage.parity;
+            opts.stripe_size = u32::try_from(storage.stripe_size.0)?;
+            opts.segment_size = storage.segment_size.0 as u32;
+            opts.block_size = storage.block_size.0 as u32;
+            let quiet = out.json;
+            let r = bigfile_storage::bench::run(&opts, &mut |step| {
+                if !quiet {
+                    eprintln!("  {step}");
+                }
+            })?;
+            out.print(&r, || {
+                format!(
+                    "storage benchmark ({} MiB object, k={} m={}, {} cores)\n\
+                     \x20 encode_vs_memcpy       {:.3}  (RS encode {:.0} MB/s, memcpy {:.0} MB/s)\n\
+                     \x20 put_vs_fsync           {:.3}  (durable put {:.0} MB/s of object, raw write+fsync {:.0} MB/s)\n\
+                     \x20 put_vs_fsync_stored    {:.3}  (shard bytes written incl. parity vs the same bytes raw)\n\
+                     \x20 reconstruct_vs_intact  {:.3}  (get with m shards lost {:.0} MB/s, intact {:.0} MB/s)\n\
+                     \x20 scrub_vs_read          {:.3}  (scrub {:.0} MB/s, raw sequential read {:.0} MB/s)\n\
+                     \x20 keccak256 per core     {:.0} MB/s\n\
+                     \x20 disk bytes per stored byte {:.3}",
+                    r.object_bytes >> 20,
+                    opts.data,
+                    opts.parity,
+                    r.cores,
+                    r.encode_vs_memcpy,
+                    r.encode_mb_s,
+                    r.memcpy_mb_s,
+                    r.put_vs_fsync,
+                    r.put_mb_s,
+                    r.raw_write_mb_s,
+                    r.put_vs_fsync_stored,
+                    r.reconstruct_vs_intact,
+                    r.get_reconstruct_mb_s,
+                    r.get_intact_mb_s,
+                    r.scrub_vs_read,
+                    r.scrub_mb_s,
+                    r.raw_read_mb_s,
+                    r.keccak_mb_s,
+                    r.allocated_per_stored_byte,
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! `bigfile-agent init`: a new node's config, identity and keystore.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use bigfile_chain::ChainKey;
+use clap::Args;
+
+use super::Output;
+use crate::config::{Config, render_default};
+use crate::keys;
+
+/// Arguments of `init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Node directory: config.toml, keys and data go here (default: the --config file's directory
+    /// for the config, /var/lib/bigfile-agent for data).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// File holding the keystore password (default: the systemd credential `keystore-password`).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Local HTTP API address.
+    #[arg(long, default_value = "127.0.0.1:7460")]
+    pub api: SocketAddr,
+}
+
+#[derive(serde::Serialize)]
+struct InitReport {
+    config: PathBuf,
+    data_dir: PathBuf,
+    peer_id: String,
+    address: String,
+}
+
+/// Writes everything, refusing to overwrite an existing node.
+pub fn run(config_flag: &Path, args: InitArgs, out: &Output) -> Result<ExitCode> {
+    let (config_path, data_dir) = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            let d = std::path::absolute(d)?;
+            (d.join("config.toml"), d)
+        }
+        None => (config_flag.to_owned(), crate::config::NodeConfig::default().data_dir),
+    };
+    if config_path.exists() {
+        bail!("{} already exists; refusing to overwrite a node's config", config_path.display());
+    }
+    let password_file = args.password_file.as_deref().map(std::path::absolute).transpose()?;
+    let password = keys::read_password(password_file.as_deref())
+        .context("init needs a keystore password and never prompts when not asked to")?;
+    let text = render_default(&data_dir, args.api, password_file.as_deref());
+    // Validate before writing anything.
+    let cfg = Config::from_toml(&text, &config_path)?;
+    std::fs::create_dir_all(&cfg.node.data_dir)?;
+    if cfg.node.keystore.exists() || cfg.node.identity.exists() {
+        bail!("keys already exist in {}; refusing to overwrite them", cfg.node.data_dir.display());
+    }
+    let peer_id = keys::create_identity(&cfg.node.identity)?;
+    let key = ChainKey::create(&cfg.node.keystore, &password)?;
+    if let Some(parent) = config_path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
+    let report = InitReport {
+        config: config_path.clone(),
+        data_dir: cfg.node.data_dir.clone(),
+        peer_id: peer_id.to_string(),
+        address: key.address(),
+    };
+    out.print(&report, || {
+        format!(
+            "node created\n  config:   {}\n  data:     {}\n  peer id:  {}\n  address:  {}",
+            report.config.display(),
+            report.data_dir.display(),
+            report.peer_id,
+            report.address
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}

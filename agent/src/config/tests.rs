@@ -1,0 +1,61 @@
+use super::*;
+
+fn check(text: &str) -> Result<Config, String> {
+    Config::from_toml(text, Path::new("/tmp/cfgtest/config.toml")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_file_init_writes_parses_validates_and_means_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = render_default(dir.path(), SocketAddr::from(([127, 0, 0, 1], 7777)), Some(Path::new("pw")));
+    let cfg = Config::from_toml(&text, &dir.path().join("config.toml")).unwrap();
+    let mut expected = Config::default();
+    expected.node.data_dir = dir.path().to_owned();
+    expected.node.password_file = Some("pw".into());
+    expected.api.listen = SocketAddr::from(([127, 0, 0, 1], 7777));
+    expected.resolve_paths(dir.path());
+    assert_eq!(cfg, expected);
+}
+
+fn with(data_dir: &Path, extra: &str) -> String {
+    format!("[node]\ndata_dir = {:?}\n\n{extra}", data_dir.display().to_string())
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = check(&with(dir.path(), "[storage]\ndata = 4\nparity = 0\n")).unwrap_err();
+    assert_eq!(e, "/tmp/cfgtest/config.toml:6: storage.parity: must be at least 1");
+
+    let e = check(&with(dir.path(), "[storage]\ndata = 200\nparity = 100\n")).unwrap_err();
+    assert!(e.contains(":6: storage.parity: data + parity must be at most 256"), "{e}");
+
+    let e = check(&with(dir.path(), "[storage]\ndata = 0\ncapacity = 0\n")).unwrap_err();
+    assert!(e.contains(":5: storage.data: must be at least 1"), "{e}");
+    assert!(e.contains(":6: storage.capacity: must be greater than 0"), "{e}");
+
+    let e = check(&with(dir.path(), "[storage]\nparty = 3\n")).unwrap_err();
+    assert!(e.starts_with("/tmp/cfgtest/config.toml:5:"), "{e}");
+    assert!(e.contains("storage.party") && e.contains("unknown field"), "{e}");
+
+    let e = check(&with(dir.path(), "[storage]\ncapacity = \"lots\"\n")).unwrap_err();
+    assert!(e.contains(":5: storage.capacity:") && e.contains("not a size"), "{e}");
+
+    let e = check(&with(dir.path(), "[api]\nlisten = \"0.0.0.0:80\"\n")).unwrap_err();
+    assert!(e.contains(":5: api.listen: must be a loopback address"), "{e}");
+
+    let e = check("[storage\n").unwrap_err();
+    assert!(e.starts_with("/tmp/cfgtest/config.toml:1"), "{e}");
+
+    let e = check(&with(dir.path(), "[storage]\nsegment_size = 1000\nblock_size = \"3 KiB\"\n")).unwrap_err();
+    assert!(e.contains(":5: storage.segment_size") && e.contains(":6: storage.block_size"), "{e}");
+}
+
+#[test]
+fn unwritable_data_dir_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let e = check(&with(&file.join("sub"), "")).unwrap_err();
+    assert!(e.contains(":2: node.data_dir: cannot create"), "{e}");
+}
