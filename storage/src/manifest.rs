@@ -101,7 +101,7 @@ impl Geometry {
         if self.stripe_size == 0 || self.stripe_size > MAX_STRIPE_SIZE {
             return fail("stripe size must be in 1..=256 MiB");
         }
-        if self.stripe_size % u32::from(self.data) != 0 {
+        if !self.stripe_size.is_multiple_of(u32::from(self.data)) {
             return fail("stripe size must be a multiple of k");
         }
         if !self.segment_size.is_power_of_two()

@@ -1,5 +1,7 @@
 //! Store behaviour on real sled files: round trips, reconstruction, repair, scrub, accounting.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use bigfile_storage::{ObjectId, PutParams, Store, StoreConfig, StoreError};
 use proptest::prelude::*;
 

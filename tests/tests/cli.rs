@@ -1,5 +1,7 @@
 //! Bad input of every kind gets a clear error, a non-zero exit code, and loses nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use bigfile_tests::{Node, agent_bin, pseudo_random};
 
 fn stderr(o: &std::process::Output) -> String {

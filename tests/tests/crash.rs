@@ -1,6 +1,8 @@
 //! SIGKILL during `store put`, again and again: every acknowledged object survives byte for byte
 //! and `store verify` finds the accounting exact.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,8 @@
 //! `bigfile-agent run`: serves /status and /metrics on loopback, scrubs, and stops cleanly on
 //! SIGTERM within the configured bound.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::time::{Duration, Instant};
 
 use bigfile_tests::{Node, free_port, http_get, pseudo_random};

@@ -2,6 +2,8 @@
 //! written, the store stays consistent, and once space is freed the same put succeeds.
 //! Needs root to mount a small tmpfs; CI runs as root.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use bigfile_tests::{Node, pseudo_random};
 
 #[test]

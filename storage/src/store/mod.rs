@@ -419,7 +419,7 @@ pub fn disk_free_bytes(path: &Path) -> Option<u64> {
     // SAFETY: statvfs succeeded, so the struct is initialised.
     #[allow(unsafe_code)]
     let st = unsafe { st.assume_init() };
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Allocated bytes of every file under `dir` (512-byte blocks, as `du` counts them).

@@ -81,8 +81,8 @@ impl Store {
         let mut keys = Vec::with_capacity(batch.len());
         for (k, v) in &batch {
             let Ok((handle, shard, block)) = parse_block_key(k) else { continue };
-            if !metas.contains_key(&(handle, shard)) {
-                metas.insert((handle, shard), self.shard_meta(handle, shard)?);
+            if let std::collections::hash_map::Entry::Vacant(e) = metas.entry((handle, shard)) {
+                e.insert(self.shard_meta(handle, shard)?);
             }
             if let (Some(Some(meta)), false) = (metas.get(&(handle, shard)), ctxs.contains_key(&handle)) {
                 // Objects being written or removed are skipped; they have no committed context.
