@@ -129,7 +129,7 @@ fn run_with(store: &Store, cfg: &Config, cmd: StoreCmd, out: &Output) -> Result<
                 r
             };
             bar.finish_and_clear();
-            out.print(&report, || {
+            let text = || {
                 let mut s = format!("{}: {} bytes", report.id, report.size);
                 if report.stripes_reconstructed > 0 {
                     s += &format!(", {} stripes rebuilt from parity", report.stripes_reconstructed);
@@ -139,10 +139,12 @@ fn run_with(store: &Store, cfg: &Config, cmd: StoreCmd, out: &Output) -> Result<
                     s += &format!("\n  shard {} block {}: {} -> {fate}", d.shard, d.block, d.problem);
                 }
                 s
-            });
-            // Data on stdout must not be mixed with the report.
-            if output.as_os_str() == "-" && !out.json {
-                return Ok(ExitCode::SUCCESS);
+            };
+            if output.as_os_str() == "-" {
+                // The object went to stdout; the report must not mix with it.
+                eprintln!("{}", text());
+            } else {
+                out.print(&report, text);
             }
         }
         StoreCmd::Ls => {

@@ -109,7 +109,7 @@ impl Store {
     }
 
     /// Reads an object into `out`, rebuilding stripes from parity where blocks are missing or
-    /// corrupt, then repairs the damaged blocks it found.
+    /// corrupt, and rewrites every damaged block it met from the stripes it rebuilt anyway.
     pub fn get(
         &self,
         id: &ObjectId,
@@ -119,12 +119,10 @@ impl Store {
         let ctx = self.object_ctx(id)?;
         let g = ctx.geometry;
         let k = usize::from(g.data);
-        let n = g.total_shards();
-        let rs = ReedSolomon::new(k, usize::from(g.parity))
-            .map_err(|e| StoreError::Corrupt(DecodeError::new("manifest", format!("{e:?}"))))?;
+        let rs = coder(&g)?;
         let per_batch = (BATCH_BYTES / u64::from(g.stripe_size)).max(1);
         let stripes = g.stripes();
-        let mut damaged: BTreeMap<(u16, u32), String> = BTreeMap::new();
+        let mut rebuilder = Rebuilder::default();
         let mut rebuilt = 0u64;
         let mut written = 0u64;
         let mut s = 0;
@@ -139,40 +137,16 @@ impl Store {
             let mut pieces: Vec<Vec<Option<Vec<u8>>>> =
                 spans.iter().map(|sp| (0..k).map(|i| piece(&ctx, &cache, i as u16, sp)).collect()).collect();
             if pieces.iter().any(|p| p.iter().any(Option::is_none)) {
-                for shard in k..n {
+                for shard in k..g.total_shards() {
                     self.load_span_blocks(&ctx, shard as u16, &spans, &mut cache)?;
                 }
-                for (j, sp) in spans.iter().enumerate() {
-                    if pieces[j].iter().all(Option::is_some) {
-                        continue;
-                    }
-                    let mut all: Vec<Option<Vec<u8>>> =
-                        (0..n).map(|i| piece(&ctx, &cache, i as u16, sp)).collect();
-                    let good = all.iter().filter(|p| p.is_some()).count();
-                    if good < k {
-                        return Err(StoreError::Unrecoverable {
-                            id: *id,
-                            stripe: s + j as u64,
-                            good,
-                            needed: k,
-                        });
-                    }
-                    rs.reconstruct_data(&mut all).map_err(|e| {
-                        StoreError::Corrupt(DecodeError::new("erasure decode", format!("{e:?}")))
-                    })?;
-                    all.truncate(k);
-                    pieces[j] = all;
-                    rebuilt += 1;
-                }
-            }
-            for ((shard, block), l) in &cache {
-                if let Loaded::Bad(why) = l {
-                    damaged.insert((*shard, *block), why.clone());
-                }
+                let (all, n) = decode_stripes(&ctx, &rs, s, &spans, &cache, &mut rebuilder)?;
+                rebuilt += n;
+                pieces = all;
             }
             for (j, sp) in spans.iter().enumerate() {
                 let mut left = sp.object_len as usize;
-                for p in pieces[j].iter().flatten() {
+                for p in pieces[j].iter().take(k).flatten() {
                     let take = left.min(p.len());
                     out.write_all(&p[..take]).map_err(StoreError::Output)?;
                     left -= take;
@@ -183,23 +157,18 @@ impl Store {
             s = end;
         }
         out.flush().map_err(StoreError::Output)?;
-
-        let mut report =
-            GetReport { id: id.to_hex(), size: g.size, stripes_reconstructed: rebuilt, damaged: Vec::new() };
-        for ((shard, block), problem) in damaged {
-            let repaired = match self.repair_block(&ctx, shard, block) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(object = %id, shard, block, error = %e, "block repair failed");
-                    false
-                }
-            };
-            report.damaged.push(RepairedBlock { shard, block, problem, repaired });
+        let mut damaged = rebuilder.finish(self, &ctx)?;
+        // A damaged block that straddles batches may not have been rebuilt whole above
+        // (the next batch needed no parity): rebuild those on their own.
+        let left: BTreeMap<(u16, u32), String> =
+            damaged.iter().filter(|d| !d.repaired).map(|d| ((d.shard, d.block), d.problem.clone())).collect();
+        if !left.is_empty() {
+            let again = self.repair_blocks(&ctx, &left)?;
+            damaged.retain(|d| d.repaired);
+            damaged.extend(again);
+            damaged.sort_by_key(|d| (d.shard, d.block));
         }
-        if !report.damaged.is_empty() {
-            self.flush()?;
-        }
-        Ok(report)
+        Ok(GetReport { id: id.to_hex(), size: g.size, stripes_reconstructed: rebuilt, damaged })
     }
 
     /// Loads the blocks of `shard` that the stripes in `spans` touch.
@@ -220,65 +189,177 @@ impl Store {
         self.load_blocks(ctx, shard, lo..hi, cache)
     }
 
-    /// Rebuilds block `block` of `shard` from the other shards and writes it, if it verifies.
-    pub(crate) fn repair_block(&self, ctx: &ObjectCtx, shard: u16, block: u32) -> Result<()> {
+    /// Rebuilds the given damaged blocks from the other shards, stripe batch by stripe batch,
+    /// reading each stripe once however many of its blocks are damaged.
+    pub(crate) fn repair_blocks(
+        &self,
+        ctx: &ObjectCtx,
+        damaged: &BTreeMap<(u16, u32), String>,
+    ) -> Result<Vec<RepairedBlock>> {
         let g = ctx.geometry;
-        let meta = ctx.metas[usize::from(shard)].as_ref().ok_or_else(|| {
-            StoreError::Corrupt(DecodeError::new("shard metadata", "missing; cannot repair"))
-        })?;
-        let bs = u64::from(meta.block_size);
-        let start = u64::from(block) * bs;
-        let len = meta.block_len(block);
-        if len == 0 {
-            return Err(StoreError::Corrupt(DecodeError::new("block", "number past the end of the shard")));
+        let rs = coder(&g)?;
+        let mut rebuilder = Rebuilder::default();
+        let mut stripes = std::collections::BTreeSet::new();
+        for ((shard, block), problem) in damaged {
+            let Some(meta) = &ctx.metas[usize::from(*shard)] else { continue };
+            let len = meta.block_len(*block);
+            if len == 0 {
+                continue;
+            }
+            rebuilder.add(ctx, *shard, *block, problem.clone());
+            let start = u64::from(*block) * u64::from(meta.block_size);
+            stripes.extend(g.stripe_at_shard_offset(start)..=g.stripe_at_shard_offset(start + len - 1));
         }
-        let first = g.stripe_at_shard_offset(start);
-        let last = g.stripe_at_shard_offset(start + len - 1);
-        let spans: Vec<StripeSpan> = (first..=last).map(|s| g.stripe(s)).collect();
-        let n = g.total_shards();
-        let rs = ReedSolomon::new(usize::from(g.data), usize::from(g.parity))
-            .map_err(|e| StoreError::Corrupt(DecodeError::new("manifest", format!("{e:?}"))))?;
-        let mut cache = BlockCache::new();
-        for i in (0..n as u16).filter(|i| *i != shard) {
-            self.load_span_blocks(ctx, i, &spans, &mut cache)?;
+        let per_batch = (BATCH_BYTES / u64::from(g.stripe_size)).max(1) as usize;
+        let stripes: Vec<u64> = stripes.into_iter().collect();
+        // Runs of consecutive stripes, at most a batch long.
+        let mut runs: Vec<Vec<u64>> = Vec::new();
+        for s in stripes {
+            match runs.last_mut() {
+                Some(r) if r.last() == Some(&(s - 1)) && r.len() < per_batch => r.push(s),
+                _ => runs.push(vec![s]),
+            }
         }
-        let mut data = vec![0u8; len as usize];
-        for (j, sp) in spans.iter().enumerate() {
-            let mut all: Vec<Option<Vec<u8>>> = (0..n)
-                .map(|i| if i as u16 == shard { None } else { piece(ctx, &cache, i as u16, sp) })
-                .collect();
-            let good = all.iter().filter(|p| p.is_some()).count();
-            if good < usize::from(g.data) {
+        for run in runs {
+            let spans: Vec<StripeSpan> = run.iter().map(|s| g.stripe(*s)).collect();
+            let mut cache = BlockCache::new();
+            for shard in 0..g.total_shards() as u16 {
+                self.load_span_blocks(ctx, shard, &spans, &mut cache)?;
+            }
+            for key in damaged.keys() {
+                cache.insert(*key, Loaded::Bad(String::new()));
+            }
+            if let Err(e) = decode_stripes(ctx, &rs, run[0], &spans, &cache, &mut rebuilder) {
+                tracing::warn!(object = %ctx.id, error = %e, "cannot rebuild damaged blocks");
+            }
+        }
+        rebuilder.finish(self, ctx)
+    }
+}
+
+fn coder(g: &Geometry) -> Result<ReedSolomon> {
+    ReedSolomon::new(usize::from(g.data), usize::from(g.parity))
+        .map_err(|e| StoreError::Corrupt(DecodeError::new("manifest", format!("{e:?}"))))
+}
+
+/// Returns every piece (all `k + m` shards) of each stripe in `spans`, rebuilding stripes that have
+/// unusable pieces and handing the rebuilt pieces of damaged blocks to `rb`; also counts them.
+fn decode_stripes(
+    ctx: &ObjectCtx,
+    rs: &ReedSolomon,
+    first: u64,
+    spans: &[StripeSpan],
+    cache: &BlockCache,
+    rb: &mut Rebuilder,
+) -> Result<(Vec<Vec<Option<Vec<u8>>>>, u64)> {
+    let g = ctx.geometry;
+    let k = usize::from(g.data);
+    for ((shard, block), l) in cache {
+        if let Loaded::Bad(why) = l {
+            rb.add(ctx, *shard, *block, why.clone());
+        }
+    }
+    let mut rebuilt = 0;
+    let mut out = Vec::with_capacity(spans.len());
+    for (j, sp) in spans.iter().enumerate() {
+        let mut all: Vec<Option<Vec<u8>>> =
+            (0..g.total_shards()).map(|i| piece(ctx, cache, i as u16, sp)).collect();
+        let missing: Vec<usize> = (0..all.len()).filter(|i| all[*i].is_none()).collect();
+        if !missing.is_empty() {
+            let good = all.len() - missing.len();
+            if good < k {
                 return Err(StoreError::Unrecoverable {
                     id: ctx.id,
                     stripe: first + j as u64,
                     good,
-                    needed: usize::from(g.data),
+                    needed: k,
                 });
             }
             rs.reconstruct(&mut all)
                 .map_err(|e| StoreError::Corrupt(DecodeError::new("erasure decode", format!("{e:?}"))))?;
-            let p = all[usize::from(shard)].as_ref().ok_or_else(|| {
-                StoreError::Corrupt(DecodeError::new("erasure decode", "shard not rebuilt"))
-            })?;
-            // Copy the part of this stripe's piece that falls inside the block.
-            let lo = sp.shard_offset.max(start);
-            let hi = (sp.shard_offset + sp.piece_len).min(start + len);
-            data[(lo - start) as usize..(hi - start) as usize]
-                .copy_from_slice(&p[(lo - sp.shard_offset) as usize..(hi - sp.shard_offset) as usize]);
+            for i in missing {
+                if let Some(p) = &all[i] {
+                    rb.feed(ctx, i as u16, sp, p);
+                }
+            }
+            rebuilt += 1;
         }
-        let height = u32::from(meta.block_height);
-        let root = merkle::subtree_root(&data, g.segment_size, height);
-        if Some(&root) != meta.block_roots.get(block as usize) {
-            return Err(StoreError::Corrupt(DecodeError::new(
-                "repair",
-                "rebuilt block does not match its root",
-            )));
+        out.push(all);
+    }
+    Ok((out, rebuilt))
+}
+
+/// A damaged block being reassembled from rebuilt stripe pieces.
+struct BlockBuf {
+    data: Vec<u8>,
+    filled: u64,
+    problem: String,
+}
+
+/// Collects rebuilt bytes for damaged blocks until each is whole, then verifies and rewrites it.
+#[derive(Default)]
+struct Rebuilder {
+    bufs: BTreeMap<(u16, u32), BlockBuf>,
+}
+
+impl Rebuilder {
+    fn add(&mut self, ctx: &ObjectCtx, shard: u16, block: u32, problem: String) {
+        let Some(meta) = &ctx.metas[usize::from(shard)] else { return };
+        self.bufs.entry((shard, block)).or_insert_with(|| BlockBuf {
+            data: vec![0; meta.block_len(block) as usize],
+            filled: 0,
+            problem,
+        });
+    }
+
+    /// Copies the part of `piece` (shard `shard`'s piece of stripe `sp`) that damaged blocks need.
+    fn feed(&mut self, ctx: &ObjectCtx, shard: u16, sp: &StripeSpan, piece: &[u8]) {
+        let Some(meta) = &ctx.metas[usize::from(shard)] else { return };
+        let bs = u64::from(meta.block_size);
+        let (lo, hi) = (sp.shard_offset, sp.shard_offset + sp.piece_len);
+        for b in (lo / bs) as u32..hi.div_ceil(bs) as u32 {
+            let Some(buf) = self.bufs.get_mut(&(shard, b)) else { continue };
+            let start = u64::from(b) * bs;
+            let from = lo.max(start);
+            let to = hi.min(start + buf.data.len() as u64);
+            if from >= to {
+                continue;
+            }
+            buf.data[(from - start) as usize..(to - start) as usize]
+                .copy_from_slice(&piece[(from - lo) as usize..(to - lo) as usize]);
+            buf.filled += to - from;
         }
-        self.blocks
-            .insert(block_key(ctx.handle, shard, block), BlockRecord::encode(meta.block_height, &root, &data))
-            .map_err(|e| self.db_err(e))?;
-        Ok(())
+    }
+
+    /// Writes every whole block whose bytes hash to its committed root; reports all of them.
+    fn finish(self, store: &Store, ctx: &ObjectCtx) -> Result<Vec<RepairedBlock>> {
+        let mut report = Vec::with_capacity(self.bufs.len());
+        let mut wrote = false;
+        for ((shard, block), buf) in self.bufs {
+            let mut repaired = false;
+            if let Some(meta) = &ctx.metas[usize::from(shard)]
+                && buf.filled == buf.data.len() as u64
+            {
+                let root =
+                    merkle::subtree_root(&buf.data, ctx.geometry.segment_size, u32::from(meta.block_height));
+                if Some(&root) == meta.block_roots.get(block as usize) {
+                    store
+                        .blocks
+                        .insert(
+                            block_key(ctx.handle, shard, block),
+                            BlockRecord::encode(meta.block_height, &root, &buf.data),
+                        )
+                        .map_err(|e| store.db_err(e))?;
+                    repaired = true;
+                    wrote = true;
+                }
+            }
+            report.push(RepairedBlock { shard, block, problem: buf.problem, repaired });
+        }
+        if wrote {
+            store.flush()?;
+        }
+        Ok(report)
     }
 }
 

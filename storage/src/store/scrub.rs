@@ -5,7 +5,7 @@
 //! against its shard's committed block root; a bad block is rebuilt from the other shards of its
 //! stripes and rewritten only if the rebuilt bytes hash to the committed root.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -112,22 +112,25 @@ impl Store {
 
         let stats = self.scrub_stats();
         let mut sum = ScrubSummary { pass_complete, ..Default::default() };
+        let mut damaged: BTreeMap<u64, BTreeMap<(u16, u32), String>> = BTreeMap::new();
         for (handle, shard, block, len, ok) in checked {
             sum.blocks += 1;
             sum.bytes += len;
-            if ok {
-                continue;
+            if !ok {
+                sum.damaged += 1;
+                damaged.entry(handle).or_default().insert((shard, block), "damaged".into());
             }
-            sum.damaged += 1;
+        }
+        // Rebuild each object's damaged blocks together, reading each stripe once.
+        for (handle, blocks) in damaged {
             let Some(Some(ctx)) = ctxs.get(&handle) else { continue };
-            match self.repair_block(ctx, shard, block) {
-                Ok(()) => {
+            for r in self.repair_blocks(ctx, &blocks)? {
+                if r.repaired {
                     sum.repaired += 1;
-                    tracing::warn!(object = %ctx.id, shard, block, "scrub repaired a damaged block");
-                }
-                Err(e) => {
+                    tracing::warn!(object = %ctx.id, shard = r.shard, block = r.block, "scrub repaired a damaged block");
+                } else {
                     sum.unrepairable += 1;
-                    tracing::error!(object = %ctx.id, shard, block, error = %e, "scrub found a block it cannot repair");
+                    tracing::error!(object = %ctx.id, shard = r.shard, block = r.block, "scrub found a block it cannot repair");
                 }
             }
         }
