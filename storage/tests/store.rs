@@ -48,22 +48,28 @@ fn get(store: &Store, id: &ObjectId) -> (Vec<u8>, bigfile_storage::GetReport) {
 fn round_trips_at_the_edges() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), u64::MAX);
-    let (k, m) = (4u16, 2u16);
-    let stripe = 256 * 1024u32;
-    for (i, len) in
-        [0usize, 1, stripe as usize - 1, stripe as usize, stripe as usize + 1, 3 * stripe as usize + 17]
-            .into_iter()
-            .enumerate()
-    {
-        let bytes = data(len, i as u64);
-        let id = put(&store, &bytes, params(k, m, stripe));
-        let (back, report) = get(&store, &id);
-        assert_eq!(back, bytes, "len {len}");
-        assert!(report.damaged.is_empty());
+    let mut x = 0x9E37_79B9u64;
+    let mut objects = 0;
+    for round in 0..4u64 {
+        // A fresh random k and m each round.
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let k = 1 + (x >> 33) as u16 % 16;
+        let m = 1 + (x >> 17) as u16 % 6;
+        let stripe = 4096 * u32::from(k) * (1 + round as u32);
+        let s = stripe as usize;
+        for (i, len) in [0usize, 1, s - 1, s, s + 1, 3 * s + 17].into_iter().enumerate() {
+            let bytes = data(len, round * 100 + i as u64);
+            let id = put(&store, &bytes, params(k, m, stripe));
+            let (back, report) = get(&store, &id);
+            assert!(back == bytes, "len {len} k {k} m {m}");
+            assert!(report.damaged.is_empty());
+            objects += 1;
+        }
     }
     let v = store.verify(None).unwrap();
     assert!(v.ok, "{v:?}");
-    assert_eq!(v.counted_objects, 6);
+    // The empty object is the same for equal k, m and stripe; others are distinct.
+    assert!(v.counted_objects >= objects - 4, "{v:?}");
 }
 
 #[test]
@@ -194,4 +200,23 @@ proptest! {
         let (back, _) = get(&store, &id);
         prop_assert!(back == bytes);
     }
+}
+
+#[test]
+fn segment_proofs_from_the_store_verify_against_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), u64::MAX);
+    let id = put(&store, &data(3 << 20 | 77, 4), params(4, 2, 1 << 20));
+    let manifest = store.manifest(&id).unwrap();
+    let g = manifest.geometry;
+    let n = bigfile_storage::merkle::leaf_count(g.shard_len(), g.segment_size);
+    for shard in [0u16, 5] {
+        for index in [0, 1, n / 2, n - 1] {
+            let p = store.prove_segment(&id, shard, index).unwrap();
+            assert!(p.verify(&manifest.shard_roots[usize::from(shard)], g.shard_len(), g.segment_size));
+            assert!(!p.verify(&manifest.shard_roots[usize::from(shard) ^ 1], g.shard_len(), g.segment_size));
+        }
+    }
+    assert!(store.prove_segment(&id, 6, 0).is_err());
+    assert!(store.prove_segment(&id, 0, n).is_err());
 }

@@ -220,23 +220,26 @@ impl Store {
         height: u32,
         writers: &mut [ShardWriter],
     ) -> Result<()> {
-        let hashed: Vec<(PendingBlock, Hash)> = ready
+        // Each worker hashes a block and writes it at once, so hashing on one core overlaps
+        // sled's write of a block on the other. Roots come back in input order.
+        let roots: Vec<(u16, u32, Hash)> = ready
             .into_par_iter()
             .map(|b| {
                 let root = merkle::subtree_root(&b.data, segment_size, height);
-                (b, root)
+                self.blocks
+                    .insert(
+                        block_key(handle, b.shard, b.block),
+                        BlockRecord::encode(height as u8, &root, &b.data),
+                    )
+                    .map_err(|e| self.db_err(e))?;
+                Ok((b.shard, b.block, root))
             })
-            .collect();
-        let mut batch = sled::Batch::default();
-        for (b, root) in hashed {
-            debug_assert_eq!(writers[b.shard as usize].roots.len(), b.block as usize);
-            writers[b.shard as usize].roots.push(root);
-            batch.insert(
-                &block_key(handle, b.shard, b.block),
-                BlockRecord::encode(height as u8, &root, &b.data),
-            );
+            .collect::<Result<_>>()?;
+        for (shard, block, root) in roots {
+            debug_assert_eq!(writers[usize::from(shard)].roots.len(), block as usize);
+            writers[usize::from(shard)].roots.push(root);
         }
-        self.blocks.apply_batch(batch).map_err(|e| self.db_err(e))
+        Ok(())
     }
 }
 

@@ -56,6 +56,9 @@ pub(crate) enum Loaded {
     Bad(String),
 }
 
+/// Per stripe, the piece of each shard (`None` where unusable).
+pub(crate) type StripePieces = Vec<Vec<Option<Vec<u8>>>>;
+
 /// Verified blocks of some shards, by (shard, block).
 pub(crate) type BlockCache = BTreeMap<(u16, u32), Loaded>;
 
@@ -94,14 +97,16 @@ impl Store {
             }
             return Ok(());
         };
-        let mut raw = Vec::new();
-        for b in blocks.filter(|b| !cache.contains_key(&(shard, *b))) {
-            let v = self.blocks.get(block_key(ctx.handle, shard, b)).map_err(|e| self.db_err(e))?;
-            raw.push((b, v));
-        }
+        let wanted: Vec<u32> = blocks.filter(|b| !cache.contains_key(&(shard, *b))).collect();
         let seg = ctx.geometry.segment_size;
-        let checked: Vec<(u32, Loaded)> =
-            raw.into_par_iter().map(|(b, v)| (b, check_block(meta, b, v.as_deref(), seg))).collect();
+        // Fetch and verify on every core: sled reads overlap hashing.
+        let checked: Vec<(u32, Loaded)> = wanted
+            .into_par_iter()
+            .map(|b| {
+                let v = self.blocks.get(block_key(ctx.handle, shard, b)).map_err(|e| self.db_err(e))?;
+                Ok((b, check_block(meta, b, v.as_deref(), seg)))
+            })
+            .collect::<Result<_>>()?;
         for (b, l) in checked {
             cache.insert((shard, b), l);
         }
@@ -134,7 +139,7 @@ impl Store {
             for shard in 0..k {
                 self.load_span_blocks(&ctx, shard as u16, &spans, &mut cache)?;
             }
-            let mut pieces: Vec<Vec<Option<Vec<u8>>>> =
+            let mut pieces: StripePieces =
                 spans.iter().map(|sp| (0..k).map(|i| piece(&ctx, &cache, i as u16, sp)).collect()).collect();
             if pieces.iter().any(|p| p.iter().any(Option::is_none)) {
                 for shard in k..g.total_shards() {
@@ -251,7 +256,7 @@ fn decode_stripes(
     spans: &[StripeSpan],
     cache: &BlockCache,
     rb: &mut Rebuilder,
-) -> Result<(Vec<Vec<Option<Vec<u8>>>>, u64)> {
+) -> Result<(StripePieces, u64)> {
     let g = ctx.geometry;
     let k = usize::from(g.data);
     for ((shard, block), l) in cache {
@@ -401,4 +406,34 @@ pub(crate) fn piece(ctx: &ObjectCtx, cache: &BlockCache, shard: u16, sp: &Stripe
         off += (hi - lo) as u64;
     }
     Some(out)
+}
+
+impl Store {
+    /// Proof that segment `index` of shard `shard` of `id` is committed by the manifest's shard
+    /// root. Reads one block and the shard's block roots, never the whole shard.
+    pub fn prove_segment(&self, id: &ObjectId, shard: u16, index: u64) -> Result<merkle::SegmentProof> {
+        let ctx = self.object_ctx(id)?;
+        let bad = |why: &str| StoreError::Params(DecodeError::new("proof request", why));
+        if usize::from(shard) >= ctx.geometry.total_shards() {
+            return Err(bad("no such shard"));
+        }
+        let meta = ctx.metas[usize::from(shard)]
+            .as_ref()
+            .ok_or_else(|| StoreError::Corrupt(DecodeError::new("shard metadata", "missing")))?;
+        let seg = ctx.geometry.segment_size;
+        if index >= merkle::leaf_count(meta.len, seg) {
+            return Err(bad("segment index past the end of the shard"));
+        }
+        let block = (index >> meta.block_height) as u32;
+        let mut cache = BlockCache::new();
+        self.load_blocks(&ctx, shard, block..block + 1, &mut cache)?;
+        let Some(Loaded::Good(data)) = cache.remove(&(shard, block)) else {
+            return Err(StoreError::Corrupt(DecodeError::new(
+                "block",
+                "damaged; read or scrub the object to repair it first",
+            )));
+        };
+        merkle::prove_segment(index, &data, u32::from(meta.block_height), &meta.block_roots, meta.len, seg)
+            .ok_or_else(|| bad("segment not in the block"))
+    }
 }
