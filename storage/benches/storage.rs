@@ -7,23 +7,12 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use bigfile_storage::bench::pseudo_random;
 use bigfile_storage::merkle;
 use bigfile_storage::{ObjectId, PutParams, Store, StoreConfig};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use reed_solomon_erasure::galois_8::ReedSolomon;
-
-/// Incompressible test bytes (xorshift64).
-fn random(len: usize, mut x: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    for chunk in v.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
-    v
-}
 
 /// A benchmark group with few, short samples.
 fn short<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
@@ -33,7 +22,7 @@ fn short<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
 }
 
 fn hashing(c: &mut Criterion) {
-    let block = random(64 << 10, 1);
+    let block = pseudo_random(64 << 10, 1);
     let mut g = short(c, "merkle");
     g.throughput(Throughput::Bytes(block.len() as u64));
     // 64 segments of 1 KiB: a subtree of height 6.
@@ -45,7 +34,7 @@ fn hashing(c: &mut Criterion) {
 
 fn encoding(c: &mut Criterion) {
     let (k, m) = (4, 2);
-    let stripe = random(1 << 20, 2);
+    let stripe = pseudo_random(1 << 20, 2);
     let piece = stripe.len() / k;
     let rs = ReedSolomon::new(k, m).expect("4 + 2 shards are valid");
     let mut parity = vec![vec![0u8; piece]; m];
@@ -73,7 +62,7 @@ fn store(c: &mut Criterion) {
     })
     .expect("open the store");
     let params = PutParams { data: 4, parity: 2, stripe_size: 1 << 20, segment_size: 1024 };
-    let object = random(SIZE, 3);
+    let object = pseudo_random(SIZE, 3);
     let put = |s: &Store| {
         let r = s.put(&mut &object[..], SIZE as u64, params, &mut |_| {}).expect("put");
         ObjectId::from_hex(&r.id).expect("a valid id")

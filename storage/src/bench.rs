@@ -297,14 +297,23 @@ fn best_of(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(best)
 }
 
-/// Fills `buf` with xorshift64 output: incompressible, and fast enough not to matter.
-fn fill_random(buf: &mut [u8], mut x: u64) {
+/// Fills `buf` with xorshift64 output derived from `seed`: deterministic, incompressible, and
+/// fast enough not to matter. Tests and benches use it too.
+pub fn fill_random(buf: &mut [u8], seed: u64) {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     for chunk in buf.chunks_mut(8) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
+}
+
+/// `len` bytes of [`fill_random`] output.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    fill_random(&mut v, seed);
+    v
 }
 
 /// Encodes `data` stripe by stripe exactly as the store cuts it, on one thread.

@@ -17,16 +17,7 @@ fn open(dir: &std::path::Path, capacity: u64) -> Store {
 }
 
 fn data(len: usize, seed: u64) -> Vec<u8> {
-    // xorshift: fast, deterministic, incompressible enough.
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    bigfile_storage::bench::pseudo_random(len, seed)
 }
 
 fn params(k: u16, m: u16, stripe: u32) -> PutParams {

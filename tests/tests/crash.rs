@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use bigfile_tests::{Node, pseudo_random};
 
+/// Small stripes, so even a short put writes many stripes and blocks.
+const CODING: &[&str] = &["--data", "3", "--parity", "2", "--stripe-size", "96 KiB"];
+
 #[test]
 fn killed_puts_never_damage_acknowledged_objects() {
     let node = Node::init(0);
@@ -27,17 +30,7 @@ fn killed_puts_never_damage_acknowledged_objects() {
     let probe = node.path("probe");
     std::fs::write(&probe, pseudo_random(max_len, 999)).unwrap();
     let t = Instant::now();
-    let v = node.json(&[
-        "store",
-        "put",
-        probe.to_str().unwrap(),
-        "--data",
-        "3",
-        "--parity",
-        "2",
-        "--stripe-size",
-        "96 KiB",
-    ]);
+    let v = node.json(&[&["store", "put", probe.to_str().unwrap()][..], CODING].concat());
     let full_ms = (t.elapsed().as_millis() as u64).max(20);
     acked.push((v["id"].as_str().unwrap().to_string(), std::fs::read(&probe).unwrap()));
 
@@ -52,18 +45,7 @@ fn killed_puts_never_damage_acknowledged_objects() {
         let file = node.path(&format!("in-{i}"));
         std::fs::write(&file, &data).unwrap();
         let mut child = node
-            .cmd(&[
-                "store",
-                "put",
-                file.to_str().unwrap(),
-                "--json",
-                "--data",
-                "3",
-                "--parity",
-                "2",
-                "--stripe-size",
-                "96 KiB",
-            ])
+            .cmd(&[&["store", "put", file.to_str().unwrap(), "--json"][..], CODING].concat())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
