@@ -6,7 +6,7 @@ agent=$(realpath "${1:-target/debug/bigfile-agent}")
 root=$(pwd)/demo-run
 bold=$(tput bold 2>/dev/null || true); plain=$(tput sgr0 2>/dev/null || true)
 step() { echo; echo "${bold}==> $*${plain}"; }
-run() { echo "\$ bigfile-agent ${*}"; "$agent" --config "$root/node/config.toml" "$@"; }
+run() { echo "\$ bigfile-agent ${*}" >&2; "$agent" --config "$root/node/config.toml" "$@"; }
 
 rm -rf "$root"; mkdir -p "$root/files"
 step "Initialise a throw-away node in demo-run/node (config, libp2p identity, encrypted chain key)"

@@ -80,6 +80,22 @@ pub enum StoreCmd {
     },
 }
 
+/// Folds per-block lines into runs: `shard 0 blocks 0-191: corrupt`, so a lost shard is one line.
+fn block_ranges(items: impl Iterator<Item = (String, u32, String)>) -> Vec<String> {
+    let mut runs: Vec<(String, u32, u32, String)> = Vec::new();
+    for (what, block, why) in items {
+        match runs.last_mut() {
+            Some(r) if r.0 == what && r.3 == why && r.2 + 1 == block => r.2 = block,
+            _ => runs.push((what, block, block, why)),
+        }
+    }
+    runs.into_iter()
+        .map(|(what, a, b, why)| {
+            if a == b { format!("{what} block {a}: {why}") } else { format!("{what} blocks {a}-{b}: {why}") }
+        })
+        .collect()
+}
+
 fn parse_id(s: &str) -> Result<ObjectId> {
     ObjectId::from_hex(s).with_context(|| format!("`{s}` is not an object id"))
 }
@@ -145,9 +161,12 @@ fn run_with(store: &Store, cfg: &Config, cmd: StoreCmd, out: &Output) -> Result<
                 if report.stripes_reconstructed > 0 {
                     s += &format!(", {} stripes rebuilt from parity", report.stripes_reconstructed);
                 }
-                for d in &report.damaged {
+                let damaged = report.damaged.iter().map(|d| {
                     let fate = if d.repaired { "repaired" } else { "NOT repaired" };
-                    s += &format!("\n  shard {} block {}: {} -> {fate}", d.shard, d.block, d.problem);
+                    (format!("shard {}", d.shard), d.block, format!("{} -> {fate}", d.problem))
+                });
+                for line in block_ranges(damaged) {
+                    s += &format!("\n  {line}");
                 }
                 s
             };
@@ -195,8 +214,9 @@ fn run_with(store: &Store, cfg: &Config, cmd: StoreCmd, out: &Output) -> Result<
                     r.counted_used_bytes,
                     r.orphan_blocks
                 );
-                for b in &r.bad_blocks {
-                    s += &format!("\n  {} shard {} block {}: {}", b.object, b.shard, b.block, b.problem);
+                let bad = r.bad_blocks.iter().map(|b| (format!("{} shard {}", b.object, b.shard), b.block, b.problem.clone()));
+                for line in block_ranges(bad) {
+                    s += &format!("\n  {line}");
                 }
                 for o in &r.mismatched_objects {
                     s += &format!("\n  {o}: stored size differs from its record");
