@@ -148,6 +148,7 @@ impl Store {
                 let (all, n) = decode_stripes(&ctx, &rs, s, &spans, &cache, &mut rebuilder)?;
                 rebuilt += n;
                 pieces = all;
+                rebuilder.write_complete(self, &ctx)?;
             }
             for (j, sp) in spans.iter().enumerate() {
                 let mut left = sp.object_len as usize;
@@ -237,6 +238,7 @@ impl Store {
             if let Err(e) = decode_stripes(ctx, &rs, run[0], &spans, &cache, &mut rebuilder) {
                 tracing::warn!(object = %ctx.id, error = %e, "cannot rebuild damaged blocks");
             }
+            rebuilder.write_complete(self, ctx)?;
         }
         rebuilder.finish(self, ctx)
     }
@@ -305,11 +307,18 @@ struct BlockBuf {
 #[derive(Default)]
 struct Rebuilder {
     bufs: BTreeMap<(u16, u32), BlockBuf>,
+    /// Blocks already rebuilt and written (or found not to match their root).
+    done: Vec<RepairedBlock>,
+    /// Keys of `done`, so a block met again in a later batch is not rebuilt twice.
+    done_keys: std::collections::BTreeSet<(u16, u32)>,
 }
 
 impl Rebuilder {
     fn add(&mut self, ctx: &ObjectCtx, shard: u16, block: u32, problem: String) {
         let Some(meta) = &ctx.metas[usize::from(shard)] else { return };
+        if self.done_keys.contains(&(shard, block)) {
+            return;
+        }
         self.bufs.entry((shard, block)).or_insert_with(|| BlockBuf {
             data: vec![0; meta.block_len(block) as usize],
             filled: 0,
@@ -336,31 +345,49 @@ impl Rebuilder {
         }
     }
 
-    /// Writes every whole block whose bytes hash to its committed root; reports all of them.
-    fn finish(self, store: &Store, ctx: &ObjectCtx) -> Result<Vec<RepairedBlock>> {
-        let mut report = Vec::with_capacity(self.bufs.len());
-        let mut wrote = false;
-        for ((shard, block), buf) in self.bufs {
-            let mut repaired = false;
-            if let Some(meta) = &ctx.metas[usize::from(shard)]
-                && buf.filled == buf.data.len() as u64
-            {
-                let root =
-                    merkle::subtree_root(&buf.data, ctx.geometry.segment_size, u32::from(meta.block_height));
-                if Some(&root) == meta.block_roots.get(block as usize) {
-                    store
-                        .blocks
-                        .insert(
-                            block_key(ctx.handle, shard, block),
-                            BlockRecord::encode(meta.block_height, &root, &buf.data),
-                        )
-                        .map_err(|e| store.db_err(e))?;
-                    repaired = true;
-                    wrote = true;
+    /// Writes the blocks that are whole by now (hashing and writing on every core) and forgets
+    /// them, so memory stays bounded by what the current batch touches.
+    fn write_complete(&mut self, store: &Store, ctx: &ObjectCtx) -> Result<()> {
+        let whole: Vec<(u16, u32)> =
+            self.bufs.iter().filter(|(_, b)| b.filled == b.data.len() as u64).map(|(k, _)| *k).collect();
+        let bufs: Vec<((u16, u32), BlockBuf)> =
+            whole.into_iter().filter_map(|k| self.bufs.remove(&k).map(|b| (k, b))).collect();
+        let done: Vec<RepairedBlock> = bufs
+            .into_par_iter()
+            .map(|((shard, block), buf)| {
+                let mut repaired = false;
+                if let Some(meta) = &ctx.metas[usize::from(shard)] {
+                    let height = u32::from(meta.block_height);
+                    let root = merkle::subtree_root(&buf.data, ctx.geometry.segment_size, height);
+                    // Only bytes that hash to the committed root ever replace a block.
+                    if Some(&root) == meta.block_roots.get(block as usize) {
+                        store
+                            .blocks
+                            .insert(
+                                block_key(ctx.handle, shard, block),
+                                BlockRecord::encode(meta.block_height, &root, &buf.data),
+                            )
+                            .map_err(|e| store.db_err(e))?;
+                        repaired = true;
+                    }
                 }
-            }
-            report.push(RepairedBlock { shard, block, problem: buf.problem, repaired });
+                Ok(RepairedBlock { shard, block, problem: buf.problem, repaired })
+            })
+            .collect::<Result<_>>()?;
+        self.done_keys.extend(done.iter().map(|d| (d.shard, d.block)));
+        self.done.extend(done);
+        Ok(())
+    }
+
+    /// Writes what is whole, reports every damaged block met (unfinished ones as not repaired).
+    fn finish(mut self, store: &Store, ctx: &ObjectCtx) -> Result<Vec<RepairedBlock>> {
+        self.write_complete(store, ctx)?;
+        let mut report = std::mem::take(&mut self.done);
+        let wrote = report.iter().any(|r| r.repaired);
+        for ((shard, block), buf) in self.bufs {
+            report.push(RepairedBlock { shard, block, problem: buf.problem, repaired: false });
         }
+        report.sort_by_key(|r| (r.shard, r.block));
         if wrote {
             store.flush()?;
         }
