@@ -38,6 +38,11 @@ fn run_serves_status_and_metrics_and_stops_on_sigterm() {
     // A 1 MiB object with k=4 has 256 KiB shards: four 64 KiB blocks, all corrupted, all repaired.
     assert_eq!(status["scrub"]["repaired"], 4, "{status}");
 
+    // The CLI reads the same document from the running daemon.
+    let cli = node.json(&["status"]);
+    assert_eq!(cli["peer_id"], status["peer_id"]);
+    assert_eq!(cli["storage"]["objects"], 1);
+
     let (code, metrics) = http_get(port, "/metrics").unwrap();
     assert_eq!(code, 200);
     for name in [
@@ -61,6 +66,9 @@ fn run_serves_status_and_metrics_and_stops_on_sigterm() {
     };
     assert!(code.success(), "exit status {code}");
     assert_eq!(node.json(&["store", "verify"])["ok"], true);
+    let down = node.run(&["status"]);
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("the agent is not running"));
 }
 
 #[test]

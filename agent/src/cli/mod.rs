@@ -3,6 +3,7 @@
 
 mod bench;
 mod init;
+mod status;
 mod store;
 
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub enum Command {
     Config(ConfigCmd),
     /// Run the agent daemon (what the systemd service starts).
     Run,
+    /// Ask the running daemon how it is doing (its /status endpoint).
+    Status,
     /// Use the local shard store directly (the daemon must not be running).
     #[command(subcommand)]
     Store(store::StoreCmd),
@@ -87,6 +90,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             crate::logging::init(&cfg.log.level);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(crate::daemon::run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let cfg = Config::load(&cli.config)?;
+            let v = status::fetch(cfg.api.listen)?;
+            out.print(&v, || status::summary(&v));
             Ok(ExitCode::SUCCESS)
         }
         Command::Store(cmd) => {
