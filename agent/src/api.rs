@@ -41,22 +41,7 @@ pub struct Status {
     /// Store accounting.
     pub storage: bigfile_storage::Usage,
     /// Scrub counters.
-    pub scrub: ScrubStatus,
-}
-
-/// Scrub counters in `/status`.
-#[derive(serde::Serialize)]
-pub struct ScrubStatus {
-    /// Blocks verified.
-    pub blocks_verified: u64,
-    /// Damaged blocks found.
-    pub damaged_found: u64,
-    /// Repaired.
-    pub repaired: u64,
-    /// Beyond repair.
-    pub unrepairable: u64,
-    /// Complete passes.
-    pub passes_completed: u64,
+    pub scrub: bigfile_storage::ScrubCounts,
 }
 
 /// The router.
@@ -85,21 +70,13 @@ async fn status(State(s): State<ApiState>) -> Response {
         Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
     };
-    let st = s.store.scrub_stats();
-    let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     axum::Json(Status {
         version: env!("CARGO_PKG_VERSION"),
         peer_id: s.peer_id.clone(),
         address: s.address.clone(),
         uptime_secs: s.started.elapsed().as_secs(),
         storage: usage,
-        scrub: ScrubStatus {
-            blocks_verified: ld(&st.blocks_verified),
-            damaged_found: ld(&st.damaged_found),
-            repaired: ld(&st.repaired),
-            unrepairable: ld(&st.unrepairable),
-            passes_completed: ld(&st.passes_completed),
-        },
+        scrub: s.store.scrub_stats().snapshot(),
     })
     .into_response()
 }

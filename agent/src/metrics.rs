@@ -1,7 +1,6 @@
 //! Prometheus metrics, encoded by `prometheus-client` from the live state at each scrape.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bigfile_storage::Store;
 use prometheus_client::collector::Collector;
@@ -61,39 +60,19 @@ impl Collector for StoreCollector {
                 )?;
             }
         }
-        let s = self.store.scrub_stats();
-        let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        counter(
-            &mut enc,
-            "bigfile_scrub_blocks_verified",
-            "Blocks re-verified by scrub",
-            c(&s.blocks_verified),
-        )?;
-        counter(
-            &mut enc,
-            "bigfile_scrub_bytes_verified",
-            "Bytes re-verified by scrub",
-            c(&s.bytes_verified),
-        )?;
-        counter(
-            &mut enc,
-            "bigfile_scrub_damaged_blocks",
-            "Damaged blocks found by scrub",
-            c(&s.damaged_found),
-        )?;
-        counter(
-            &mut enc,
-            "bigfile_scrub_repaired_blocks",
-            "Damaged blocks rebuilt from parity",
-            c(&s.repaired),
-        )?;
+        let s = self.store.scrub_stats().snapshot();
+
+        counter(&mut enc, "bigfile_scrub_blocks_verified", "Blocks re-verified by scrub", s.blocks_verified)?;
+        counter(&mut enc, "bigfile_scrub_bytes_verified", "Bytes re-verified by scrub", s.bytes_verified)?;
+        counter(&mut enc, "bigfile_scrub_damaged_blocks", "Damaged blocks found by scrub", s.damaged_found)?;
+        counter(&mut enc, "bigfile_scrub_repaired_blocks", "Damaged blocks rebuilt from parity", s.repaired)?;
         counter(
             &mut enc,
             "bigfile_scrub_unrepairable_blocks",
             "Damaged blocks beyond repair",
-            c(&s.unrepairable),
+            s.unrepairable,
         )?;
-        counter(&mut enc, "bigfile_scrub_passes", "Complete scrub passes", c(&s.passes_completed))?;
+        counter(&mut enc, "bigfile_scrub_passes", "Complete scrub passes", s.passes_completed)?;
         Ok(())
     }
 }

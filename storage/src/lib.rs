@@ -58,6 +58,6 @@ pub use error::{DecodeError, Result, StoreError};
 pub use manifest::{Geometry, Manifest, ObjectId};
 pub use records::ShardMeta;
 pub use store::{
-    GetReport, ObjectInfo, PutParams, PutReport, ScrubStats, ScrubSummary, Store, StoreConfig, Usage,
-    VerifyReport,
+    GetReport, ObjectInfo, PutParams, PutReport, ScrubCounts, ScrubStats, ScrubSummary, Store, StoreConfig,
+    Usage, VerifyReport,
 };

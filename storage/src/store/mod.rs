@@ -18,6 +18,7 @@ mod verify;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use reed_solomon_erasure::galois_8::ReedSolomon;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
@@ -26,11 +27,14 @@ pub use read::{GetReport, RepairedBlock};
 pub use verify::{BadBlock, VerifyReport};
 
 use crate::error::{DecodeError, Result, StoreError, is_disk_full};
-use crate::manifest::{Manifest, ObjectId};
+use crate::manifest::{Geometry, Manifest, ObjectId};
 use crate::records::{ObjectRecord, ShardMeta, decode_u64};
-pub use scrub::{ScrubStats, ScrubSummary};
+pub use scrub::{ScrubCounts, ScrubStats, ScrubSummary};
 
 const USED: &[u8] = b"used_bytes";
+/// Object bytes coded or decoded per batch: enough to keep every core hashing, small enough to
+/// bound memory.
+const BATCH_BYTES: u64 = 16 << 20;
 const OBJECTS: &[u8] = b"objects";
 const NEXT_HANDLE: &[u8] = b"next_handle";
 
@@ -439,6 +443,17 @@ pub fn allocated_bytes(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Stripes processed together per batch for objects of geometry `g` (at least one).
+fn stripes_per_batch(g: &Geometry) -> u64 {
+    (BATCH_BYTES / u64::from(g.stripe_size)).max(1)
+}
+
+/// The Reed-Solomon coder for a (validated) geometry.
+fn coder(g: &Geometry) -> Result<ReedSolomon> {
+    ReedSolomon::new(usize::from(g.data), usize::from(g.parity))
+        .map_err(|e| StoreError::Params(DecodeError::new("erasure coding", format!("{e:?}"))))
 }
 
 fn now_unix() -> u64 {

@@ -3,16 +3,12 @@
 use std::io::Read;
 
 use rayon::prelude::*;
-use reed_solomon_erasure::galois_8::ReedSolomon;
 
-use super::{Store, now_unix};
+use super::{Store, coder, now_unix, stripes_per_batch};
 use crate::error::{DecodeError, Result, StoreError};
 use crate::manifest::{Geometry, Manifest};
 use crate::merkle::{self, Hash};
 use crate::records::{BlockRecord, ObjectRecord, ShardMeta, block_key, shard_key};
-
-/// Object bytes coded per batch: enough to keep every core hashing, small enough to bound memory.
-const BATCH_BYTES: u64 = 16 << 20;
 
 /// Coding parameters of a put.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,15 +131,14 @@ impl Store {
     ) -> Result<Manifest> {
         let n = g.total_shards();
         let k = usize::from(g.data);
-        let rs = ReedSolomon::new(k, usize::from(g.parity))
-            .map_err(|e| StoreError::Params(DecodeError::new("erasure coding", format!("{e:?}"))))?;
+        let rs = coder(g)?;
         let depth = merkle::tree_depth(g.shard_len(), g.segment_size);
         let block_height = (self.block_size / g.segment_size).trailing_zeros().min(depth);
         let mut writers: Vec<ShardWriter> =
             (0..n).map(|_| ShardWriter { buf: Vec::new(), next_block: 0, roots: Vec::new() }).collect();
 
         let stripes = g.stripes();
-        let per_batch = (BATCH_BYTES / u64::from(g.stripe_size)).max(1);
+        let per_batch = stripes_per_batch(g);
         let mut done = 0u64;
         let mut s = 0u64;
         let mut input_buf = Vec::new();

@@ -6,14 +6,11 @@ use std::io::Write;
 use rayon::prelude::*;
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
-use super::Store;
+use super::{Store, coder, stripes_per_batch};
 use crate::error::{DecodeError, Result, StoreError};
 use crate::manifest::{Geometry, ObjectId, StripeSpan};
 use crate::merkle;
 use crate::records::{BlockRecord, ShardMeta, block_key};
-
-/// Object bytes read per batch.
-const BATCH_BYTES: u64 = 16 << 20;
 
 /// A block that a read found damaged and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -125,7 +122,7 @@ impl Store {
         let g = ctx.geometry;
         let k = usize::from(g.data);
         let rs = coder(&g)?;
-        let per_batch = (BATCH_BYTES / u64::from(g.stripe_size)).max(1);
+        let per_batch = stripes_per_batch(&g);
         let stripes = g.stripes();
         let mut rebuilder = Rebuilder::default();
         let mut rebuilt = 0u64;
@@ -216,7 +213,7 @@ impl Store {
             let start = u64::from(*block) * u64::from(meta.block_size);
             stripes.extend(g.stripe_at_shard_offset(start)..=g.stripe_at_shard_offset(start + len - 1));
         }
-        let per_batch = (BATCH_BYTES / u64::from(g.stripe_size)).max(1) as usize;
+        let per_batch = stripes_per_batch(&g) as usize;
         let stripes: Vec<u64> = stripes.into_iter().collect();
         // Runs of consecutive stripes, at most a batch long.
         let mut runs: Vec<Vec<u64>> = Vec::new();
@@ -228,12 +225,10 @@ impl Store {
         }
         for run in runs {
             let spans: Vec<StripeSpan> = run.iter().map(|s| g.stripe(*s)).collect();
-            let mut cache = BlockCache::new();
+            // Known-damaged blocks go in first, so loading skips reading and hashing them.
+            let mut cache: BlockCache = damaged.keys().map(|k| (*k, Loaded::Bad(String::new()))).collect();
             for shard in 0..g.total_shards() as u16 {
                 self.load_span_blocks(ctx, shard, &spans, &mut cache)?;
-            }
-            for key in damaged.keys() {
-                cache.insert(*key, Loaded::Bad(String::new()));
             }
             if let Err(e) = decode_stripes(ctx, &rs, run[0], &spans, &cache, &mut rebuilder) {
                 tracing::warn!(object = %ctx.id, error = %e, "cannot rebuild damaged blocks");
@@ -242,11 +237,6 @@ impl Store {
         }
         rebuilder.finish(self, ctx)
     }
-}
-
-fn coder(g: &Geometry) -> Result<ReedSolomon> {
-    ReedSolomon::new(usize::from(g.data), usize::from(g.parity))
-        .map_err(|e| StoreError::Corrupt(DecodeError::new("manifest", format!("{e:?}"))))
 }
 
 /// Returns every piece (all `k + m` shards) of each stripe in `spans`, rebuilding stripes that have

@@ -36,6 +36,38 @@ pub struct ScrubStats {
     pub passes_completed: AtomicU64,
 }
 
+/// A point-in-time copy of [`ScrubStats`], for status reports and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScrubCounts {
+    /// Blocks verified since start.
+    pub blocks_verified: u64,
+    /// Bytes verified since start.
+    pub bytes_verified: u64,
+    /// Damaged blocks found.
+    pub damaged_found: u64,
+    /// Damaged blocks rebuilt from parity and rewritten.
+    pub repaired: u64,
+    /// Damaged blocks that could not be rebuilt.
+    pub unrepairable: u64,
+    /// Complete passes over the store.
+    pub passes_completed: u64,
+}
+
+impl ScrubStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> ScrubCounts {
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ScrubCounts {
+            blocks_verified: ld(&self.blocks_verified),
+            bytes_verified: ld(&self.bytes_verified),
+            damaged_found: ld(&self.damaged_found),
+            repaired: ld(&self.repaired),
+            unrepairable: ld(&self.unrepairable),
+            passes_completed: ld(&self.passes_completed),
+        }
+    }
+}
+
 /// What one scrub call did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ScrubSummary {
