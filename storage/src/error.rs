@@ -75,6 +75,34 @@ pub enum StoreError {
     /// No such object in this store.
     #[error("object {0} is not in this store")]
     NotFound(ObjectId),
+    /// This store does not hold the shard (neither as a held shard nor in a whole object).
+    #[error("shard {index} of object {object} is not held by this store")]
+    ShardNotHeld {
+        /// Object id (hex).
+        object: String,
+        /// Shard index.
+        index: u16,
+    },
+    /// Shard data offered to `put_shard` does not hash to the manifest's shard root.
+    #[error("shard {index} of object {object} does not match the manifest's shard root; nothing was stored")]
+    ShardRootMismatch {
+        /// Object id (hex).
+        object: String,
+        /// Shard index.
+        index: u16,
+    },
+    /// A block read from a single shard is missing or corrupt, and is not repaired by that read.
+    #[error("block {block} of shard {shard} of object {object} is damaged ({problem})")]
+    DamagedBlock {
+        /// Object id (hex).
+        object: String,
+        /// Shard index.
+        shard: u16,
+        /// Block number within the shard.
+        block: u32,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A stored record is damaged beyond what parity can repair.
     #[error("corrupt store record: {0}")]
     Corrupt(DecodeError),

@@ -46,8 +46,17 @@
 //! the shard's metadata, whose block roots fold up into the shard root. Hashing is thus done once
 //! on the write path, and a segment proof needs only the one block that holds the segment plus the
 //! block roots (see [`merkle::prove_segment`]).
+//!
+//! # Held shards
+//!
+//! A provider usually holds only some shards of an object. [`Store::put_shard`] stores one shard
+//! under a handle of its own, laid out in blocks exactly like a shard of a whole object, after
+//! checking that it hashes to the manifest's shard root; [`Store::read_shard`],
+//! [`Store::prove_segment`], scrub and verify serve and check it like any other shard, except that
+//! a damaged block cannot be rebuilt locally (there are no other shards to rebuild it from).
 
 pub mod bench;
+pub mod coding;
 pub mod error;
 pub mod manifest;
 pub mod merkle;
@@ -58,6 +67,6 @@ pub use error::{DecodeError, Result, StoreError};
 pub use manifest::{Geometry, Manifest, ObjectId};
 pub use records::ShardMeta;
 pub use store::{
-    GetReport, ObjectInfo, PutParams, PutReport, ScrubCounts, ScrubStats, ScrubSummary, Store, StoreConfig,
-    Usage, VerifyReport,
+    GetReport, ObjectInfo, PutParams, PutReport, ScrubCounts, ScrubStats, ScrubSummary, ShardInfo,
+    ShardPutReport, Store, StoreConfig, Usage, VerifyReport,
 };

@@ -1,15 +1,22 @@
 //! The sled-backed shard store: opening, crash recovery, accounting, listing and removal.
 //!
 //! Trees: `blocks` (shard data), `shards` (per-shard metadata and block roots), `manifests`,
-//! `objects` (committed objects with their local handle and size), `counters` (used bytes, object
-//! count, next handle), `pending` (puts and removals in flight) and `meta` (scrub cursor).
+//! `objects` (committed objects with their local handle and size), `held` (single shards held
+//! without the rest of their object, keyed by object id and shard index), `counters` (used bytes, object and held-shard
+//! counts, next handle), `pending` (puts and removals in flight) and `meta` (scrub cursor). Trees
+//! named `agent/...` belong to the agent ([`Store::agent_tree`]).
 //!
 //! Crash safety rests on one ordering rule: a handle is recorded in `pending` and flushed *before*
 //! any of its blocks is written, and an object becomes visible only in the transaction that removes
 //! it from `pending`. Opening the store deletes everything belonging to a pending handle, so a crash
 //! at any point leaves either the whole object or none of it, and the counters (changed only inside
-//! that same transaction) stay exact.
+//! that same transaction) stay exact. A held shard follows the same protocol under a handle of
+//! its own.
 
+#[cfg(test)]
+mod crash_tests;
+mod held;
+mod held_put;
 mod put;
 pub(crate) mod read;
 mod scrub;
@@ -22,6 +29,8 @@ use reed_solomon_erasure::galois_8::ReedSolomon;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
+pub use held::ShardInfo;
+pub use held_put::ShardPutReport;
 pub use put::{PutParams, PutReport};
 pub use read::{GetReport, RepairedBlock};
 pub use verify::{BadBlock, VerifyReport};
@@ -37,6 +46,8 @@ const USED: &[u8] = b"used_bytes";
 const BATCH_BYTES: u64 = 16 << 20;
 const OBJECTS: &[u8] = b"objects";
 const NEXT_HANDLE: &[u8] = b"next_handle";
+/// Counter of held shards.
+const SHARDS: &[u8] = b"shards";
 
 /// Settings the store is opened with.
 #[derive(Clone, Debug)]
@@ -61,7 +72,7 @@ pub const DISK_BYTES_PER_STORED_BYTE: u64 = 2;
 /// Space accounting of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
-    /// Shard bytes held by committed objects.
+    /// Shard bytes held by committed objects and held shards.
     pub used_bytes: u64,
     /// The configured capacity.
     pub capacity_bytes: u64,
@@ -69,6 +80,8 @@ pub struct Usage {
     pub free_bytes: u64,
     /// Committed objects.
     pub objects: u64,
+    /// Single shards held without their object (their bytes are in `used_bytes`).
+    pub shards: u64,
 }
 
 /// One line of `store ls`.
@@ -99,6 +112,7 @@ pub struct Store {
     shards: Tree,
     manifests: Tree,
     objects: Tree,
+    held: Tree,
     counters: Tree,
     pending: Tree,
     meta: Tree,
@@ -133,6 +147,7 @@ impl Store {
             shards: tree("shards")?,
             manifests: tree("manifests")?,
             objects: tree("objects")?,
+            held: tree("held")?,
             counters: tree("counters")?,
             pending: tree("pending")?,
             meta: tree("meta")?,
@@ -218,6 +233,7 @@ impl Store {
             capacity_bytes: self.capacity,
             free_bytes: self.capacity.saturating_sub(used),
             objects: self.counter(OBJECTS)?,
+            shards: self.counter(SHARDS)?,
         })
     }
 
@@ -253,7 +269,7 @@ impl Store {
         ObjectRecord::decode(&v).map_err(StoreError::Corrupt)
     }
 
-    /// The manifest of a stored object.
+    /// The manifest of a stored object, or of one known only through the shards it holds.
     pub fn manifest(&self, id: &ObjectId) -> Result<Manifest> {
         let v = self.manifests.get(id.0).map_err(|e| self.db_err(e))?.ok_or(StoreError::NotFound(*id))?;
         Manifest::decode(&v).map_err(StoreError::Corrupt)
@@ -266,7 +282,8 @@ impl Store {
         }
     }
 
-    /// True if the store holds `id`.
+    /// True if the store holds the whole object `id` (held shards alone do not count; see
+    /// [`Store::has_shard`]).
     pub fn contains(&self, id: &ObjectId) -> Result<bool> {
         self.objects.contains_key(id.0).map_err(|e| self.db_err(e))
     }
@@ -295,24 +312,34 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes an object: invisible and its bytes freed atomically, data deleted after.
+    /// Removes an object: invisible and its bytes freed atomically, data deleted after. Its
+    /// manifest stays while held shards of the object refer to it.
     pub fn remove(&self, id: &ObjectId) -> Result<u64> {
         let rec = self.object_record(id)?;
-        (&self.objects, &self.manifests, &self.counters, &self.pending)
-            .transaction(|(objects, manifests, counters, pending)| {
+        let shards = self.shard_count_hint(id)?;
+        (&self.objects, &self.held, &self.manifests, &self.counters, &self.pending)
+            .transaction(|(objects, held, manifests, counters, pending)| {
                 objects.remove(&id.0)?;
-                manifests.remove(&id.0)?;
+                if !held::any_held(held, id, shards)? {
+                    manifests.remove(&id.0)?;
+                }
                 add_counter(counters, USED, -(rec.stored_bytes as i128))?;
                 add_counter(counters, OBJECTS, -1)?;
                 pending.insert(&rec.handle.to_be_bytes(), &[2u8][..])?;
                 Ok(())
             })
             .map_err(|e: sled::transaction::TransactionError<StoreError>| StoreError::from(e))?;
-        self.flush()?;
-        self.delete_handle_data(rec.handle)?;
-        self.pending.remove(rec.handle.to_be_bytes()).map_err(|e| self.db_err(e))?;
-        self.flush()?;
+        self.finish_removal(rec.handle)?;
         Ok(rec.stored_bytes)
+    }
+
+    /// Second half of a removal whose handle was marked pending in the unlinking transaction:
+    /// makes that durable, then deletes the data. `open` finishes it after a crash.
+    fn finish_removal(&self, handle: u64) -> Result<()> {
+        self.flush()?;
+        self.delete_handle_data(handle)?;
+        self.pending.remove(handle.to_be_bytes()).map_err(|e| self.db_err(e))?;
+        self.flush()
     }
 
     /// Makes a fully written object visible, in one transaction with its accounting.

@@ -8,7 +8,7 @@ use reed_solomon_erasure::galois_8::ReedSolomon;
 
 use super::{Store, coder, stripes_per_batch};
 use crate::error::{DecodeError, Result, StoreError};
-use crate::manifest::{Geometry, ObjectId, StripeSpan};
+use crate::manifest::{Geometry, Manifest, ObjectId, StripeSpan};
 use crate::merkle;
 use crate::records::{BlockRecord, ShardMeta, block_key};
 
@@ -45,6 +45,9 @@ pub(crate) struct ObjectCtx {
     pub geometry: Geometry,
     /// Per shard; `None` if its metadata is gone (treated as a lost shard).
     pub metas: Vec<Option<ShardMeta>>,
+    /// True if this is a single held shard: only its entry in `metas` can be `Some`, and there
+    /// are no other shards here to repair it from.
+    pub held: bool,
 }
 
 /// Outcome of loading one block.
@@ -68,16 +71,9 @@ impl Store {
         for i in 0..g.total_shards() {
             let meta = self.shard_meta(rec.handle, i as u16)?;
             // Metadata that disagrees with the manifest is as good as lost.
-            metas.push(meta.filter(|m| {
-                m.len == g.shard_len()
-                    && merkle::fold_to_root(
-                        m.block_roots.clone(),
-                        u32::from(m.block_height),
-                        merkle::tree_depth(m.len, g.segment_size),
-                    ) == manifest.shard_roots[i]
-            }));
+            metas.push(meta.filter(|m| meta_matches(m, &manifest, i)));
         }
-        Ok(ObjectCtx { id: *id, handle: rec.handle, geometry: g, metas })
+        Ok(ObjectCtx { id: *id, handle: rec.handle, geometry: g, metas, held: false })
     }
 
     /// Loads and verifies blocks `blocks` of `shard`, hashing on every core.
@@ -385,6 +381,22 @@ impl Rebuilder {
     }
 }
 
+/// True if a shard's metadata agrees with the manifest: right length, and its block roots fold
+/// into the committed root of shard `i`.
+pub(crate) fn meta_matches(m: &ShardMeta, manifest: &Manifest, i: usize) -> bool {
+    let g = &manifest.geometry;
+    let depth = merkle::tree_depth(m.len, g.segment_size);
+    let height = u32::from(m.block_height);
+    // A row wider than the tree cannot fold into it (guards fold_to_root against corrupt records).
+    m.len == g.shard_len()
+        && height <= depth
+        && m.block_roots.len() as u64 <= 1u64 << (depth - height)
+        && manifest
+            .shard_roots
+            .get(i)
+            .is_some_and(|root| merkle::fold_to_root(m.block_roots.clone(), height, depth) == *root)
+}
+
 /// Verifies a raw block record against the shard's metadata.
 pub(crate) fn check_block(meta: &ShardMeta, b: u32, raw: Option<&[u8]>, segment_size: u32) -> Loaded {
     let Some(raw) = raw else { return Loaded::Bad("missing".into()) };
@@ -427,9 +439,10 @@ pub(crate) fn piece(ctx: &ObjectCtx, cache: &BlockCache, shard: u16, sp: &Stripe
 
 impl Store {
     /// Proof that segment `index` of shard `shard` of `id` is committed by the manifest's shard
-    /// root. Reads one block and the shard's block roots, never the whole shard.
+    /// root. Reads one block and the shard's block roots, never the whole shard. Works for a
+    /// held shard (preferred) and for a shard of a locally stored whole object.
     pub fn prove_segment(&self, id: &ObjectId, shard: u16, index: u64) -> Result<merkle::SegmentProof> {
-        let ctx = self.object_ctx(id)?;
+        let ctx = self.shard_ctx(id, shard)?;
         let bad = |why: &str| StoreError::Params(DecodeError::new("proof request", why));
         if usize::from(shard) >= ctx.geometry.total_shards() {
             return Err(bad("no such shard"));
@@ -444,11 +457,17 @@ impl Store {
         let block = (index >> meta.block_height) as u32;
         let mut cache = BlockCache::new();
         self.load_blocks(&ctx, shard, block..block + 1, &mut cache)?;
-        let Some(Loaded::Good(data)) = cache.remove(&(shard, block)) else {
-            return Err(StoreError::Corrupt(DecodeError::new(
-                "block",
-                "damaged; read or scrub the object to repair it first",
-            )));
+        let data = match cache.remove(&(shard, block)) {
+            Some(Loaded::Good(data)) => data,
+            Some(Loaded::Bad(problem)) if ctx.held => {
+                return Err(StoreError::DamagedBlock { object: id.to_hex(), shard, block, problem });
+            }
+            _ => {
+                return Err(StoreError::Corrupt(DecodeError::new(
+                    "block",
+                    "damaged; read or scrub the object to repair it first",
+                )));
+            }
         };
         merkle::prove_segment(index, &data, u32::from(meta.block_height), &meta.block_roots, meta.len, seg)
             .ok_or_else(|| bad("segment not in the block"))

@@ -3,7 +3,9 @@
 //! The scrubber walks the `blocks` tree in key order from a cursor saved in the `meta` tree, so a
 //! restart resumes where the last run stopped instead of starting over. Each block is checked
 //! against its shard's committed block root; a bad block is rebuilt from the other shards of its
-//! stripes and rewritten only if the rebuilt bytes hash to the committed root.
+//! stripes and rewritten only if the rebuilt bytes hash to the committed root. Blocks of held
+//! shards are walked the same way, but a bad one cannot be rebuilt here (no other shards of its
+//! object are held): it is counted damaged and unrepairable, logged, and left in place.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -117,10 +119,16 @@ impl Store {
                 e.insert(self.shard_meta(handle, shard)?);
             }
             if let (Some(Some(meta)), false) = (metas.get(&(handle, shard)), ctxs.contains_key(&handle)) {
-                // Objects being written or removed are skipped; they have no committed context.
+                // Objects and shards being written or removed are skipped; they have no committed
+                // context.
                 let ctx = match self.object_ctx(&meta.object) {
                     Ok(c) if c.handle == handle => Some(c),
-                    Ok(_) | Err(StoreError::NotFound(_)) => None,
+                    Ok(_) | Err(StoreError::NotFound(_)) => match self.held_record(&meta.object, shard)? {
+                        Some(rec) if rec.handle == handle => {
+                            Some(self.held_ctx(&meta.object, shard, &rec)?)
+                        }
+                        _ => None,
+                    },
                     Err(e) => return Err(e),
                 };
                 ctxs.insert(handle, ctx);
@@ -156,6 +164,14 @@ impl Store {
         // Rebuild each object's damaged blocks together, reading each stripe once.
         for (handle, blocks) in damaged {
             let Some(Some(ctx)) = ctxs.get(&handle) else { continue };
+            if ctx.held {
+                for ((shard, block), _) in blocks {
+                    sum.unrepairable += 1;
+                    tracing::error!(object = %ctx.id, shard, block,
+                        "scrub found a damaged block of a held shard; it cannot be repaired here (no other shards held)");
+                }
+                continue;
+            }
             for r in self.repair_blocks(ctx, &blocks)? {
                 if r.repaired {
                     sum.repaired += 1;

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::read::{BlockCache, Loaded};
-use super::{OBJECTS, Store, USED};
+use super::read::{BlockCache, Loaded, ObjectCtx};
+use super::{OBJECTS, SHARDS, Store, USED};
 use crate::error::{Result, StoreError};
 use crate::manifest::ObjectId;
 use crate::records::{ObjectRecord, parse_block_key};
@@ -26,6 +26,8 @@ pub struct BadBlock {
 pub struct VerifyReport {
     /// Objects checked.
     pub objects: u64,
+    /// Held shards checked.
+    pub shards: u64,
     /// Blocks checked.
     pub blocks: u64,
     /// Shard bytes checked.
@@ -40,23 +42,37 @@ pub struct VerifyReport {
     pub recorded_objects: u64,
     /// Objects counted.
     pub counted_objects: u64,
-    /// Blocks that belong to no committed or pending object.
+    /// Held-shard count according to the counters.
+    pub recorded_shards: u64,
+    /// Held shards counted.
+    pub counted_shards: u64,
+    /// Blocks that belong to no committed object, held shard or operation in flight.
     pub orphan_blocks: u64,
-    /// Objects whose recorded size differs from the recount.
+    /// Objects (`id`) and held shards (`id:index`) whose recorded size differs from the recount.
     pub mismatched_objects: Vec<String>,
     /// True if nothing above is wrong.
     pub ok: bool,
 }
 
 impl Store {
-    /// Verifies one object, or all of them and the store-wide accounting when `only` is `None`.
+    /// Verifies one object (the whole object and any held shards of it), or everything and the
+    /// store-wide accounting when `only` is `None`.
     pub fn verify(&self, only: Option<&ObjectId>) -> Result<VerifyReport> {
         let ids: Vec<ObjectId> = match only {
-            Some(id) => vec![*id],
+            Some(id) if self.contains(id)? => vec![*id],
+            Some(_) => Vec::new(),
             None => self.object_ids()?,
         };
+        let held = self.held_entries(only)?;
+        if let Some(id) = only
+            && ids.is_empty()
+            && held.is_empty()
+        {
+            return Err(StoreError::NotFound(*id));
+        }
         let mut r = VerifyReport {
             objects: 0,
+            shards: 0,
             blocks: 0,
             bytes: 0,
             bad_blocks: Vec::new(),
@@ -64,6 +80,8 @@ impl Store {
             counted_used_bytes: 0,
             recorded_objects: self.counter(OBJECTS)?,
             counted_objects: 0,
+            recorded_shards: self.counter(SHARDS)?,
+            counted_shards: 0,
             orphan_blocks: 0,
             mismatched_objects: Vec::new(),
             ok: true,
@@ -71,40 +89,9 @@ impl Store {
         for id in &ids {
             let ctx = self.object_ctx(id)?;
             let rec = self.object_record(id)?;
-            let mut object_bytes = 0u64;
             for shard in 0..ctx.geometry.total_shards() as u16 {
-                let nblocks =
-                    ctx.metas[usize::from(shard)].as_ref().map_or(0, |m| m.block_roots.len() as u32);
-                if ctx.metas[usize::from(shard)].is_none() {
-                    r.bad_blocks.push(BadBlock {
-                        object: id.to_hex(),
-                        shard,
-                        block: 0,
-                        problem: "shard metadata missing or inconsistent with the manifest".into(),
-                    });
-                }
-                // Walk the shard in slices to bound memory.
-                let mut b = 0;
-                while b < nblocks {
-                    let end = (b + 256).min(nblocks);
-                    let mut cache = BlockCache::new();
-                    self.load_blocks(&ctx, shard, b..end, &mut cache)?;
-                    for ((_, blk), l) in cache {
-                        r.blocks += 1;
-                        match l {
-                            Loaded::Good(d) => object_bytes += d.len() as u64,
-                            Loaded::Bad(problem) => r.bad_blocks.push(BadBlock {
-                                object: id.to_hex(),
-                                shard,
-                                block: blk,
-                                problem,
-                            }),
-                        }
-                    }
-                    b = end;
-                }
+                self.verify_shard(&ctx, shard, &mut r)?;
             }
-            r.bytes += object_bytes;
             r.objects += 1;
             // Accounting counts what the store holds, so recount raw block sizes too.
             let raw = self.raw_bytes_of(rec.handle)?;
@@ -113,20 +100,66 @@ impl Store {
             }
             r.counted_used_bytes += raw;
         }
+        for (id, index, rec) in &held {
+            let ctx = self.held_ctx(id, *index, rec)?;
+            self.verify_shard(&ctx, *index, &mut r)?;
+            r.shards += 1;
+            let raw = self.raw_bytes_of(rec.handle)?;
+            if raw != rec.len {
+                r.mismatched_objects.push(format!("{}:{index}", id.to_hex()));
+            }
+            r.counted_used_bytes += raw;
+        }
         if only.is_none() {
             r.counted_objects = ids.len() as u64;
+            r.counted_shards = held.len() as u64;
             r.orphan_blocks = self.count_orphans()?;
         } else {
             // A single-object check does not recount the store.
             r.counted_objects = r.recorded_objects;
+            r.counted_shards = r.recorded_shards;
             r.counted_used_bytes = r.recorded_used_bytes;
         }
         r.ok = r.bad_blocks.is_empty()
             && r.mismatched_objects.is_empty()
             && r.orphan_blocks == 0
             && r.counted_objects == r.recorded_objects
+            && r.counted_shards == r.recorded_shards
             && r.counted_used_bytes == r.recorded_used_bytes;
         Ok(r)
+    }
+
+    /// Checks every block of one shard of `ctx`, adding to the report's block and byte counts and
+    /// bad blocks.
+    fn verify_shard(&self, ctx: &ObjectCtx, shard: u16, r: &mut VerifyReport) -> Result<()> {
+        let meta = ctx.metas[usize::from(shard)].as_ref();
+        if meta.is_none() {
+            r.bad_blocks.push(BadBlock {
+                object: ctx.id.to_hex(),
+                shard,
+                block: 0,
+                problem: "shard metadata missing or inconsistent with the manifest".into(),
+            });
+        }
+        let nblocks = meta.map_or(0, |m| m.block_roots.len() as u32);
+        // Walk the shard in slices to bound memory.
+        let mut b = 0;
+        while b < nblocks {
+            let end = (b + 256).min(nblocks);
+            let mut cache = BlockCache::new();
+            self.load_blocks(ctx, shard, b..end, &mut cache)?;
+            for ((_, blk), l) in cache {
+                r.blocks += 1;
+                match l {
+                    Loaded::Good(d) => r.bytes += d.len() as u64,
+                    Loaded::Bad(problem) => {
+                        r.bad_blocks.push(BadBlock { object: ctx.id.to_hex(), shard, block: blk, problem })
+                    }
+                }
+            }
+            b = end;
+        }
+        Ok(())
     }
 
     pub(crate) fn object_ids(&self) -> Result<Vec<ObjectId>> {
@@ -158,6 +191,9 @@ impl Store {
             let rec = ObjectRecord::decode(&v).map_err(StoreError::Corrupt)?;
             live.insert(rec.handle, ());
         }
+        for (_, _, rec) in self.held_entries(None)? {
+            live.insert(rec.handle, ());
+        }
         let mut orphans = 0;
         for item in self.blocks.iter().keys() {
             let k = item.map_err(|e| self.db_err(e))?;
@@ -175,7 +211,8 @@ impl Store {
     }
 
     /// Destroys shard `shard` of an object through the real store, for tests and the demo:
-    /// `corrupt` flips one byte in every block, otherwise the blocks are deleted.
+    /// `corrupt` flips one byte in every block, otherwise the blocks are deleted. Damages the held
+    /// shard if there is one, else that shard of the whole object (as reads choose).
     #[cfg(feature = "fault-injection")]
     pub fn damage_shard(&self, id: &ObjectId, shard: u16, corrupt: bool) -> Result<u64> {
         self.damage_shard_inner(id, shard, corrupt)
@@ -184,8 +221,11 @@ impl Store {
     /// The body of `damage_shard`, always compiled so that the storage benchmark can measure
     /// reconstruction without the `fault-injection` feature. Returns the blocks damaged.
     pub(crate) fn damage_shard_inner(&self, id: &ObjectId, shard: u16, corrupt: bool) -> Result<u64> {
-        let rec = self.object_record(id)?;
-        let mut prefix = rec.handle.to_be_bytes().to_vec();
+        let handle = match self.held_record(id, shard)? {
+            Some(rec) => rec.handle,
+            None => self.object_record(id)?.handle,
+        };
+        let mut prefix = handle.to_be_bytes().to_vec();
         prefix.extend_from_slice(&shard.to_be_bytes());
         let mut n = 0;
         for item in self.blocks.scan_prefix(&prefix) {
