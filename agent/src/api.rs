@@ -25,6 +25,8 @@ pub struct ApiState {
     pub address: String,
     /// When the daemon started.
     pub started: Instant,
+    /// The libp2p node, when the network is enabled.
+    pub network: Option<crate::net::node::NodeHandle>,
 }
 
 /// The `/status` document.
@@ -42,11 +44,26 @@ pub struct Status {
     pub storage: bigfile_storage::Usage,
     /// Scrub counters.
     pub scrub: bigfile_storage::ScrubCounts,
+    /// Peers and providers (absent when the network is disabled).
+    pub network: Option<crate::net::node::NetInfo>,
+}
+
+/// The `/peers` document: the node's view of the network.
+#[derive(serde::Serialize)]
+pub struct Peers {
+    /// Peers, addresses and counts.
+    pub network: crate::net::node::NetInfo,
+    /// Live provider announcements.
+    pub providers: Vec<crate::net::announce::Availability>,
 }
 
 /// The router.
 pub fn router(state: ApiState) -> Router {
-    Router::new().route("/status", get(status)).route("/metrics", get(metrics)).with_state(state)
+    Router::new()
+        .route("/status", get(status))
+        .route("/peers", get(peers))
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 /// Serves until `cancel` fires.
@@ -70,6 +87,10 @@ async fn status(State(s): State<ApiState>) -> Response {
         Ok(Err(e)) => return internal(e),
         Err(e) => return internal(e),
     };
+    let network = match &s.network {
+        Some(n) => n.info().await.ok(),
+        None => None,
+    };
     axum::Json(Status {
         version: env!("CARGO_PKG_VERSION"),
         peer_id: s.peer_id.clone(),
@@ -77,8 +98,21 @@ async fn status(State(s): State<ApiState>) -> Response {
         uptime_secs: s.started.elapsed().as_secs(),
         storage: usage,
         scrub: s.store.scrub_stats().snapshot(),
+        network,
     })
     .into_response()
+}
+
+async fn peers(State(s): State<ApiState>) -> Response {
+    let Some(node) = &s.network else {
+        return (StatusCode::NOT_FOUND, "the network is disabled in this agent's config").into_response();
+    };
+    let (info, providers) = match (node.info().await, node.providers().await) {
+        (Ok(i), Ok(p)) => (i, p),
+        (Err(e), _) | (_, Err(e)) => return internal(e),
+    };
+    axum::Json(Peers { network: info, providers: providers.into_iter().map(|a| a.body).collect() })
+        .into_response()
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

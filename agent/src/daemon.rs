@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::config::{Config, ScrubConfig};
-use crate::keys;
+use crate::{keys, net};
 
 /// Opens the store described by `cfg`.
 pub fn open_store(cfg: &Config) -> Result<Store> {
@@ -39,6 +39,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     // scrypt is deliberately slow: keep it off the async threads.
     let chain_key = tokio::task::spawn_blocking(move || ChainKey::open(&keystore, &password)).await??;
     let address = chain_key.address();
+    let chain_key = Arc::new(chain_key);
 
     let store_cfg = cfg.clone();
     let store = Arc::new(tokio::task::spawn_blocking(move || open_store(&store_cfg)).await??);
@@ -46,6 +47,34 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     let root = CancellationToken::new();
     let mut tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
+
+    let network = if cfg.network.enabled {
+        let opts = net::node_options(&cfg, identity.clone(), true);
+        let (node, inbound, mut event_loop) = net::node::build(opts)?;
+        event_loop.listen()?;
+        let token = root.child_token();
+        tasks.spawn(async move {
+            event_loop.run(token).await;
+            ("network", Ok(()))
+        });
+        let (s, n, token) = (store.clone(), node.clone(), root.child_token());
+        let max_shard = cfg.network.max_shard_size.0;
+        tasks.spawn(
+            async move { ("shard service", net::service::serve(s, n, inbound, max_shard, token).await) },
+        );
+        let (s, n, k, id, c, token) = (
+            store.clone(),
+            node.clone(),
+            chain_key.clone(),
+            identity.clone(),
+            cfg.clone(),
+            root.child_token(),
+        );
+        tasks.spawn(async move { ("announcer", net::announce_task(n, s, k, id, c, token).await) });
+        Some(node)
+    } else {
+        None
+    };
 
     if cfg.api.enabled {
         let listener = tokio::net::TcpListener::bind(cfg.api.listen)
@@ -57,6 +86,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             peer_id: peer_id.clone(),
             address: address.clone(),
             started,
+            network: network.clone(),
         };
         tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
         let token = root.child_token();

@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod net;

@@ -44,6 +44,11 @@ pub enum KeystoreError {
     },
 }
 
+/// A private key given as hex is malformed; the message says why without repeating the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid private key: {0}")]
+pub struct InvalidPrivateKey(String);
+
 /// The provider's chain key, decrypted in memory.
 pub struct ChainKey {
     signer: PrivateKeySigner,
@@ -85,6 +90,27 @@ impl ChainKey {
             }
             other => KeystoreError::Invalid { path: path.to_owned(), why: other.to_string() },
         })?;
+        Ok(ChainKey { signer })
+    }
+
+    /// An ephemeral random key held only in memory, for clients and tests that need no keystore.
+    pub fn random() -> Self {
+        ChainKey { signer: PrivateKeySigner::random() }
+    }
+
+    /// A key from 32 bytes of hex (64 digits, optional `0x`), for well-known devnet keys and tests.
+    ///
+    /// Never use this for a key that holds real funds: keep those in a keystore ([`ChainKey::open`]).
+    /// The error does not echo the input, so a mistyped key does not end up in logs.
+    pub fn from_private_key_hex(hex: &str) -> Result<Self, InvalidPrivateKey> {
+        let digits = hex.trim().strip_prefix("0x").unwrap_or(hex.trim());
+        if digits.len() != 64 {
+            return Err(InvalidPrivateKey(format!("expected 64 hex digits, got {}", digits.len())));
+        }
+        let bytes =
+            alloy_primitives::hex::decode(digits).map_err(|_| InvalidPrivateKey("not hexadecimal".into()))?;
+        let signer = PrivateKeySigner::from_slice(&bytes)
+            .map_err(|_| InvalidPrivateKey("zero or not below the secp256k1 group order".into()))?;
         Ok(ChainKey { signer })
     }
 

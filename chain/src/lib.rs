@@ -1,8 +1,11 @@
 //! Chain side of the BigFile provider agent.
 //!
-//! For now it owns the provider's chain key, kept in an encrypted Web3 Secret Storage keystore;
+//! For now it owns the provider's chain key, kept in an encrypted Web3 Secret Storage keystore, and
+//! EIP-191 message signing with it (availability announcements);
 //! contract bindings, the event watcher and the transaction sender arrive with the chain issue.
 
+pub mod eip191;
 pub mod keystore;
 
-pub use keystore::{ChainKey, KeystoreError};
+pub use eip191::{SignatureError, recover_address, sign_message};
+pub use keystore::{ChainKey, InvalidPrivateKey, KeystoreError};

@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 /// Path of the `bigfile-agent` binary built in the same target directory as the running test.
 ///
@@ -32,6 +33,8 @@ pub struct Node {
     pub dir: tempfile::TempDir,
     /// The node's config file.
     pub config: PathBuf,
+    /// What `init --json` reported (peer_id, address, p2p_addrs, …).
+    pub info: serde_json::Value,
 }
 
 impl Node {
@@ -42,6 +45,12 @@ impl Node {
 
     /// Initialises a node in `dir` (for tests that need a special filesystem).
     pub fn init_in(dir: tempfile::TempDir, api_port: u16) -> Node {
+        let p2p = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+        Self::init_with(dir, api_port, &["--listen", &p2p])
+    }
+
+    /// Initialises a node in `dir` with extra `init` arguments (`--listen`, `--bootstrap`, …).
+    pub fn init_with(dir: tempfile::TempDir, api_port: u16, extra: &[&str]) -> Node {
         let pw = dir.path().join("password");
         std::fs::write(&pw, "test password\n").expect("password file");
         let node_dir = dir.path().join("node");
@@ -53,10 +62,13 @@ impl Node {
             .arg(&pw)
             .arg("--api")
             .arg(format!("127.0.0.1:{api_port}"))
+            .args(extra)
+            .arg("--json")
             .output()
             .expect("run init");
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
-        Node { config: node_dir.join("config.toml"), dir }
+        let info = serde_json::from_slice(&out.stdout).expect("init --json output");
+        Node { config: node_dir.join("config.toml"), dir, info }
     }
 
     /// A command for this node: `bigfile-agent --config <config> <args>`.
@@ -134,4 +146,132 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((code, body))
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, panicking with `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One provider agent of a [`Cluster`].
+pub struct Provider {
+    /// Its node directory and config.
+    pub node: Node,
+    /// Its API port.
+    pub api: u16,
+    /// Its p2p address with `/p2p/PEERID`.
+    pub addr: String,
+    /// Its peer id.
+    pub peer_id: String,
+    /// The running process (None once killed).
+    pub daemon: Option<Daemon>,
+}
+
+impl Provider {
+    /// GETs a JSON document from its API.
+    pub fn api_json(&self, path: &str) -> Option<serde_json::Value> {
+        match http_get(self.api, path)? {
+            (200, body) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether its process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.daemon.as_mut().is_some_and(|d| matches!(d.0.try_wait(), Ok(None)))
+    }
+}
+
+/// N provider agents on 127.0.0.1, each with its own data dir and ports, plus a client node
+/// that bootstraps to all of them. Every e2e network test starts its agents through this;
+/// everything is killed and removed on drop.
+pub struct Cluster {
+    /// The providers, in start order.
+    pub providers: Vec<Provider>,
+    /// A client node (not running; its commands dial the providers).
+    pub client: Node,
+}
+
+impl Cluster {
+    /// Starts `n` providers (each bootstrapping to the ones before it), waits until every one
+    /// knows all `n` providers' announcements, and makes a client node.
+    pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, |t| t)
+    }
+
+    /// As [`Cluster::start`], with `edit` applied to every provider's config before it starts.
+    pub fn start_with(n: usize, edit: impl Fn(String) -> String) -> Cluster {
+        let mut providers: Vec<Provider> = Vec::new();
+        for _ in 0..n {
+            let api = free_port();
+            let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+            let mut args = vec!["--listen".to_string(), listen.clone()];
+            for p in &providers {
+                args.push("--bootstrap".into());
+                args.push(p.addr.clone());
+            }
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            let node = Node::init_with(tempfile::tempdir().expect("tempdir"), api, &argv);
+            let id = node.info["peer_id"].as_str().expect("peer_id").to_string();
+            node.edit_config(|t| {
+                edit(
+                    t.replace("announce_interval_secs = 30", "announce_interval_secs = 1")
+                        .replace("announcement_max_age_secs = 300", "announcement_max_age_secs = 30"),
+                )
+            });
+            let daemon = node.spawn_run();
+            providers.push(Provider {
+                node,
+                api,
+                addr: format!("{listen}/p2p/{id}"),
+                peer_id: id,
+                daemon: Some(daemon),
+            });
+        }
+        let mut c = Cluster {
+            client: Node::init_with(tempfile::tempdir().expect("tempdir"), free_port(), &[]),
+            providers,
+        };
+        let boots: Vec<String> = c.providers.iter().map(|p| p.addr.clone()).collect();
+        c.client.edit_config(|t| {
+            let list = boots.iter().map(|b| format!("{b:?}")).collect::<Vec<_>>().join(", ");
+            t.replace("bootstrap = []", &format!("bootstrap = [{list}]"))
+        });
+        c.wait_all_know(n, Duration::from_secs(60));
+        c
+    }
+
+    /// Waits until every live provider lists at least `n` providers.
+    pub fn wait_all_know(&mut self, n: usize, limit: Duration) {
+        for i in 0..self.providers.len() {
+            if !self.providers[i].alive() {
+                continue;
+            }
+            let p = &self.providers[i];
+            wait_for(limit, &format!("provider {i} to know {n} providers"), || {
+                let v = p.api_json("/peers")?;
+                (v["providers"].as_array()?.len() >= n).then_some(())
+            });
+        }
+    }
+
+    /// SIGKILLs provider `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut d) = self.providers[i].daemon.take() {
+            let _ = d.0.kill();
+            let _ = d.0.wait();
+        }
+    }
+
+    /// Runs a client `--json` command that must succeed.
+    pub fn client_json(&self, args: &[&str]) -> serde_json::Value {
+        self.client.json(args)
+    }
 }

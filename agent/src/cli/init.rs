@@ -25,6 +25,12 @@ pub struct InitArgs {
     /// Local HTTP API address.
     #[arg(long, default_value = "127.0.0.1:7460")]
     pub api: SocketAddr,
+    /// p2p listen address (repeatable; default TCP and QUIC on port 7461 on every interface).
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<libp2p::Multiaddr>,
+    /// A peer to join through, `MULTIADDR/p2p/PEERID` (repeatable).
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<libp2p::Multiaddr>,
 }
 
 #[derive(serde::Serialize)]
@@ -33,6 +39,8 @@ struct InitReport {
     data_dir: PathBuf,
     peer_id: String,
     address: String,
+    /// Listen addresses with `/p2p/PEERID`: what other nodes put in `--bootstrap`.
+    p2p_addrs: Vec<String>,
 }
 
 /// Writes everything, refusing to overwrite an existing node.
@@ -51,7 +59,9 @@ pub fn run(config_flag: &Path, args: InitArgs, out: &Output) -> Result<ExitCode>
     let password_file = args.password_file.as_deref().map(std::path::absolute).transpose()?;
     let password = keys::read_password(password_file.as_deref())
         .context("init needs a keystore password and never prompts when not asked to")?;
-    let text = render_default(&data_dir, args.api, password_file.as_deref());
+    let listen: Vec<String> = args.listen.iter().map(|a| a.to_string()).collect();
+    let bootstrap: Vec<String> = args.bootstrap.iter().map(|a| a.to_string()).collect();
+    let text = render_default(&data_dir, args.api, password_file.as_deref(), &listen, &bootstrap);
     // Validate before writing anything.
     let cfg = Config::from_toml(&text, &config_path)?;
     std::fs::create_dir_all(&cfg.node.data_dir)?;
@@ -69,14 +79,21 @@ pub fn run(config_flag: &Path, args: InitArgs, out: &Output) -> Result<ExitCode>
         data_dir: cfg.node.data_dir.clone(),
         peer_id: peer_id.to_string(),
         address: key.address(),
+        p2p_addrs: cfg
+            .network
+            .listen_addrs()
+            .into_iter()
+            .map(|a| a.with(libp2p::multiaddr::Protocol::P2p(peer_id)).to_string())
+            .collect(),
     };
     out.print(&report, || {
         format!(
-            "node created\n  config:   {}\n  data:     {}\n  peer id:  {}\n  address:  {}",
+            "node created\n  config:   {}\n  data:     {}\n  peer id:  {}\n  address:  {}\n  p2p:      {}",
             report.config.display(),
             report.data_dir.display(),
             report.peer_id,
-            report.address
+            report.address,
+            report.p2p_addrs.join("\n            ")
         )
     });
     Ok(ExitCode::SUCCESS)

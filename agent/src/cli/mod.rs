@@ -2,6 +2,7 @@
 //! any error (2 for a usage error).
 
 mod bench;
+mod client;
 mod init;
 mod status;
 mod store;
@@ -45,6 +46,11 @@ pub enum Command {
     /// Use the local shard store directly (the daemon must not be running).
     #[command(subcommand)]
     Store(store::StoreCmd),
+    /// Store and fetch objects across provider agents (a client of the network).
+    #[command(subcommand)]
+    Client(client::ClientCmd),
+    /// List the running daemon's connected peers and known providers.
+    Peers,
     /// Measure this machine against raw baselines, in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -102,6 +108,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = Config::load(&cli.config)?;
             crate::logging::init("warn");
             store::run(&cfg, cmd, &out)
+        }
+        Command::Client(cmd) => {
+            let cfg = Config::load(&cli.config)?;
+            crate::logging::init("warn");
+            client::run(&cfg, cmd, &out)
+        }
+        Command::Peers => {
+            let cfg = Config::load(&cli.config)?;
+            let v = status::fetch_path(cfg.api.listen, "/peers")?;
+            out.print(&v, || status::peers_summary(&v));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(cmd) => bench::run(&cli.config, cmd, &out),
     }

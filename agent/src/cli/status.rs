@@ -8,10 +8,15 @@ use anyhow::{Context, Result, bail};
 
 /// GETs `/status` from the daemon listening on `addr`.
 pub fn fetch(addr: SocketAddr) -> Result<serde_json::Value> {
+    fetch_path(addr, "/status")
+}
+
+/// GETs `path` (a JSON document) from the daemon listening on `addr`.
+pub fn fetch_path(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .with_context(|| format!("the agent is not running (nothing answers on {addr}, api.listen)"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).with_context(|| format!("reading the reply from {addr}"))?;
     let text = String::from_utf8_lossy(&buf);
@@ -19,7 +24,7 @@ pub fn fetch(addr: SocketAddr) -> Result<serde_json::Value> {
     if !head.starts_with("HTTP/1.1 200") {
         bail!("the agent answered: {}", head.lines().next().unwrap_or_default());
     }
-    serde_json::from_str(body).context("the agent's /status is not JSON")
+    serde_json::from_str(body).with_context(|| format!("the agent's {path} is not JSON"))
 }
 
 /// A few human lines from the status document.
@@ -39,5 +44,45 @@ pub fn summary(v: &serde_json::Value) -> String {
         sc["blocks_verified"],
         sc["repaired"],
         sc["unrepairable"],
-    )
+    ) + &match v.get("network").filter(|n| !n.is_null()) {
+        Some(n) => format!(
+            "\n  network:  {} peers connected, {} providers known, {} banned",
+            n["connected"].as_array().map_or(0, Vec::len),
+            n["providers"],
+            n["banned"].as_array().map_or(0, Vec::len)
+        ),
+        None => "\n  network:  disabled".into(),
+    }
+}
+
+/// Human lines from the `/peers` document.
+pub fn peers_summary(v: &serde_json::Value) -> String {
+    let n = &v["network"];
+    let list = |x: &serde_json::Value| x.as_array().cloned().unwrap_or_default();
+    let mut s = format!("peer id: {}\n", n["peer_id"].as_str().unwrap_or("?"));
+    for a in list(&n["listen_addrs"]) {
+        s += &format!("  listening on {}\n", a.as_str().unwrap_or("?"));
+    }
+    let connected = list(&n["connected"]);
+    s += &format!("connected peers: {}\n", connected.len());
+    for p in connected {
+        s += &format!("  {}\n", p.as_str().unwrap_or("?"));
+    }
+    let providers = list(&v["providers"]);
+    s += &format!("known providers: {}\n", providers.len());
+    for p in providers {
+        s += &format!(
+            "  {}  {}  free {} B  stored {} B  price {}/GiB-month\n",
+            p["peer_id"].as_str().unwrap_or("?"),
+            p["address"].as_str().unwrap_or("?"),
+            p["free_bytes"],
+            p["stored_bytes"],
+            p["price_per_gib_month"]
+        );
+    }
+    let banned = list(&n["banned"]);
+    if !banned.is_empty() {
+        s += &format!("banned: {}\n", banned.len());
+    }
+    s.trim_end().to_string()
 }

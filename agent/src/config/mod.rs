@@ -27,6 +27,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// The shard store.
     pub storage: StorageConfig,
+    /// The libp2p network.
+    pub network: NetworkConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -134,6 +136,73 @@ impl Default for ScrubConfig {
     }
 }
 
+/// `[network]`: libp2p addresses, announcements and the shard protocol's limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Join the network at all (`run` without it serves only the local API).
+    pub enabled: bool,
+    /// Multiaddrs to listen on (TCP and QUIC).
+    pub listen: Vec<String>,
+    /// Multiaddrs to announce besides the listen addresses (e.g. behind NAT with a port forward).
+    pub external: Vec<String>,
+    /// Peers to join through, each `MULTIADDR/p2p/PEERID`; re-dialled with back-off.
+    pub bootstrap: Vec<String>,
+    /// Seconds between availability announcements.
+    pub announce_interval_secs: u64,
+    /// Announcements older than this many seconds are dropped.
+    pub announcement_max_age_secs: u64,
+    /// Announcements stamped further than this many seconds in the future are refused.
+    pub max_clock_skew_secs: u64,
+    /// Most providers kept in the table.
+    pub max_providers: usize,
+    /// Largest shard accepted or sent in one message (bounds memory per request).
+    pub max_shard_size: ByteSize,
+    /// Seconds a request may take.
+    pub request_timeout_secs: u64,
+    /// Requests one peer may have in flight here.
+    pub max_concurrent_per_peer: usize,
+    /// Seconds a misbehaving peer stays banned.
+    pub ban_secs: u64,
+    /// Asking price, BIG base units per GiB-month of shard storage.
+    pub price_per_gib_month: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            enabled: true,
+            listen: vec!["/ip4/0.0.0.0/tcp/7461".into(), "/ip4/0.0.0.0/udp/7461/quic-v1".into()],
+            external: vec![],
+            bootstrap: vec![],
+            announce_interval_secs: 30,
+            announcement_max_age_secs: 300,
+            max_clock_skew_secs: 120,
+            max_providers: 4096,
+            max_shard_size: ByteSize(256 << 20),
+            request_timeout_secs: 120,
+            max_concurrent_per_peer: 4,
+            ban_secs: 600,
+            price_per_gib_month: 1_000_000_000_000_000,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The parsed listen addresses (valid after `validate`).
+    pub fn listen_addrs(&self) -> Vec<libp2p::Multiaddr> {
+        self.listen.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+    /// The parsed external addresses.
+    pub fn external_addrs(&self) -> Vec<libp2p::Multiaddr> {
+        self.external.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+    /// The parsed bootstrap addresses.
+    pub fn bootstrap_addrs(&self) -> Vec<libp2p::Multiaddr> {
+        self.bootstrap.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+}
+
 /// `[log]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -227,6 +296,47 @@ impl Config {
         }
         if self.node.shutdown_timeout_secs == 0 || self.node.shutdown_timeout_secs > 600 {
             bad("node.shutdown_timeout_secs", "must be from 1 to 600".into());
+        }
+        let n = &self.network;
+        for (key, list) in [("network.listen", &n.listen), ("network.external", &n.external)] {
+            for a in list.iter() {
+                if let Err(e) = a.parse::<libp2p::Multiaddr>() {
+                    bad(key, format!("`{a}` is not a multiaddr: {e}"));
+                }
+            }
+        }
+        for a in &n.bootstrap {
+            match a.parse::<libp2p::Multiaddr>() {
+                Err(e) => bad("network.bootstrap", format!("`{a}` is not a multiaddr: {e}")),
+                Ok(m) if !matches!(m.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) => {
+                    bad("network.bootstrap", format!("`{a}` must end in /p2p/PEERID"))
+                }
+                Ok(_) => {}
+            }
+        }
+        if n.enabled && n.listen.is_empty() {
+            bad("network.listen", "needs at least one address when the network is enabled".into());
+        }
+        if n.announce_interval_secs == 0 || n.announce_interval_secs > 3600 {
+            bad("network.announce_interval_secs", "must be from 1 to 3600".into());
+        }
+        if n.announcement_max_age_secs < 2 * n.announce_interval_secs {
+            bad(
+                "network.announcement_max_age_secs",
+                "must be at least twice network.announce_interval_secs, or providers flicker".into(),
+            );
+        }
+        if n.max_providers == 0 || n.max_providers > 1_000_000 {
+            bad("network.max_providers", "must be from 1 to 1000000".into());
+        }
+        if n.max_shard_size.0 < (64 << 10) || n.max_shard_size.0 > (1 << 30) {
+            bad("network.max_shard_size", format!("must be from 64 KiB to 1 GiB (is {})", n.max_shard_size));
+        }
+        if n.request_timeout_secs == 0 || n.request_timeout_secs > 3600 {
+            bad("network.request_timeout_secs", "must be from 1 to 3600".into());
+        }
+        if n.max_concurrent_per_peer == 0 || n.max_concurrent_per_peer > 256 {
+            bad("network.max_concurrent_per_peer", "must be from 1 to 256".into());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad("log.level", format!("`{}` is not a log filter (try `info` or `debug`)", self.log.level));

@@ -5,9 +5,20 @@ use std::path::Path;
 
 /// Renders the default config for a node whose state lives in `data_dir`.
 ///
-/// Every value equals the built-in default except the three given here; a test checks that the
-/// rendered file parses, validates and means exactly that.
-pub fn render_default(data_dir: &Path, api: SocketAddr, password_file: Option<&Path>) -> String {
+/// Every value equals the built-in default except the ones given here (`listen` replaces the
+/// default listen addresses when not empty); a test checks that the rendered file parses,
+/// validates and means exactly that.
+pub fn render_default(
+    data_dir: &Path,
+    api: SocketAddr,
+    password_file: Option<&Path>,
+    listen: &[String],
+    bootstrap: &[String],
+) -> String {
+    let list =
+        |v: &[String]| format!("[{}]", v.iter().map(|s| toml_string(s)).collect::<Vec<_>>().join(", "));
+    let listen = if listen.is_empty() { list(&super::NetworkConfig::default().listen) } else { list(listen) };
+    let bootstrap = list(bootstrap);
     let password = match password_file {
         Some(p) => format!("password_file = {}", toml_string(&p.display().to_string())),
         None => "# password_file = \"/etc/bigfile-agent/keystore-password\"".to_string(),
@@ -60,6 +71,33 @@ enabled = true
 rate = "32 MiB"
 # Seconds to rest between complete passes.
 pause_secs = 3600
+
+[network]
+# Join the BigFile network: announce capacity, serve and store shards for other agents.
+enabled = true
+# Multiaddrs to listen on, TCP and QUIC.
+listen = {listen}
+# Extra addresses to announce (a public address with a port forward, say).
+external = []
+# Peers to join through: "MULTIADDR/p2p/PEERID", re-dialled with back-off while unreachable.
+bootstrap = {bootstrap}
+# Seconds between signed availability announcements, and how old one may get before it is dropped.
+announce_interval_secs = 30
+announcement_max_age_secs = 300
+# Announcements stamped further in the future than this are refused (keep the clock in sync).
+max_clock_skew_secs = 120
+# Most providers remembered.
+max_providers = 4096
+# Largest shard sent or accepted in one message; bounds memory per request. Objects up to
+# `data` times this size can be stored over the network.
+max_shard_size = "256 MiB"
+# Seconds a request may take, and requests one peer may have in flight here.
+request_timeout_secs = 120
+max_concurrent_per_peer = 4
+# Seconds a peer that sent garbage, bad shards or bad signatures stays banned.
+ban_secs = 600
+# Asking price in BIG base units per GiB-month.
+price_per_gib_month = 1000000000000000
 
 [log]
 # A tracing filter such as "info", "debug" or "bigfile_storage=debug,info".

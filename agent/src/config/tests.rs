@@ -7,7 +7,8 @@ fn check(text: &str) -> Result<Config, String> {
 #[test]
 fn the_file_init_writes_parses_validates_and_means_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
-    let text = render_default(dir.path(), SocketAddr::from(([127, 0, 0, 1], 7777)), Some(Path::new("pw")));
+    let text =
+        render_default(dir.path(), SocketAddr::from(([127, 0, 0, 1], 7777)), Some(Path::new("pw")), &[], &[]);
     let cfg = Config::from_toml(&text, &dir.path().join("config.toml")).unwrap();
     let mut expected = Config::default();
     expected.node.data_dir = dir.path().to_owned();
@@ -15,6 +16,30 @@ fn the_file_init_writes_parses_validates_and_means_the_defaults() {
     expected.api.listen = SocketAddr::from(([127, 0, 0, 1], 7777));
     expected.resolve_paths(dir.path());
     assert_eq!(cfg, expected);
+
+    // Flags from `init` land in the file.
+    let boot = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWLDUuGMcFjp2yHxhTwbXRqkJXVmxS5WV5FwwZ7NuRFG6i".to_string();
+    let text = render_default(
+        dir.path(),
+        SocketAddr::from(([127, 0, 0, 1], 7777)),
+        None,
+        &["/ip4/127.0.0.1/tcp/4002".into()],
+        std::slice::from_ref(&boot),
+    );
+    let cfg = Config::from_toml(&text, &dir.path().join("config.toml")).unwrap();
+    assert_eq!(cfg.network.listen, vec!["/ip4/127.0.0.1/tcp/4002".to_string()]);
+    assert_eq!(cfg.network.bootstrap, vec![boot]);
+}
+
+#[test]
+fn network_addresses_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = check(&with(dir.path(), "[network]\nlisten = [\"/ip4/1.2.3/tcp/1\"]\n")).unwrap_err();
+    assert!(e.contains(":5: network.listen: `/ip4/1.2.3/tcp/1` is not a multiaddr"), "{e}");
+    let e = check(&with(dir.path(), "[network]\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n")).unwrap_err();
+    assert!(e.contains(":5: network.bootstrap: `/ip4/127.0.0.1/tcp/1` must end in /p2p/PEERID"), "{e}");
+    let e = check(&with(dir.path(), "[network]\nannounce_interval_secs = 200\n")).unwrap_err();
+    assert!(e.contains("network.announcement_max_age_secs: must be at least twice"), "{e}");
 }
 
 fn with(data_dir: &Path, extra: &str) -> String {

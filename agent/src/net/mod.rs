@@ -1,0 +1,94 @@
+//! Networking: the libp2p node (a handle plus an event loop that owns the Swarm), signed
+//! availability announcements, the table of known providers, provider selection, the shard
+//! request-response protocol, and the provider's shard service.
+
+pub mod announce;
+pub mod node;
+pub mod protocol;
+pub mod providers;
+pub mod select;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bigfile_chain::ChainKey;
+use bigfile_storage::Store;
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use announce::{Availability, SignedAvailability};
+use node::{NodeHandle, NodeOptions};
+
+/// The agent's version string, as identify and announcements carry it.
+pub const AGENT_VERSION: &str = concat!("bigfile-agent/", env!("CARGO_PKG_VERSION"));
+
+/// Node options from the config; `provider` selects a serving node over a dial-only client.
+pub fn node_options(cfg: &Config, identity: Keypair, provider: bool) -> NodeOptions {
+    let n = &cfg.network;
+    NodeOptions {
+        identity,
+        listen: if provider { n.listen_addrs() } else { vec![] },
+        external: n.external_addrs(),
+        bootstrap: n.bootstrap_addrs(),
+        provider,
+        max_shard: n.max_shard_size.0,
+        request_timeout: Duration::from_secs(n.request_timeout_secs),
+        max_concurrent_per_peer: n.max_concurrent_per_peer,
+        announcement_max_age: Duration::from_secs(n.announcement_max_age_secs),
+        max_clock_skew: Duration::from_secs(n.max_clock_skew_secs),
+        max_providers: n.max_providers,
+        ban: Duration::from_secs(n.ban_secs),
+        agent_version: AGENT_VERSION.into(),
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Signs and publishes this provider's availability every `interval` until cancelled.
+pub async fn announce_task(
+    node: NodeHandle,
+    store: Arc<Store>,
+    chain_key: Arc<ChainKey>,
+    identity: Keypair,
+    cfg: Config,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let external = cfg.network.external_addrs();
+    let mut tick = tokio::time::interval(Duration::from_secs(cfg.network.announce_interval_secs));
+    // The first announcement goes out once listeners are up and bootstrap peers had a moment.
+    tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+    }
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let s = store.clone();
+        let usage = tokio::task::spawn_blocking(move || s.usage()).await??;
+        let info = node.info().await?;
+        let mut addrs: Vec<Multiaddr> = info.listen_addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        addrs.extend(external.iter().cloned());
+        addrs.dedup();
+        addrs.truncate(16);
+        let body = Availability {
+            peer_id: node.peer_id(),
+            address: chain_key.address(),
+            listen_addrs: addrs,
+            free_bytes: usage.free_bytes,
+            stored_bytes: usage.used_bytes,
+            gpus: vec![],
+            price_per_gib_month: u128::from(cfg.network.price_per_gib_month),
+            version: AGENT_VERSION.into(),
+            timestamp: now_unix(),
+        };
+        let signed = SignedAvailability::sign(body, &chain_key, &identity)?;
+        node.publish(signed).await?;
+    }
+}
