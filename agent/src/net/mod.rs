@@ -8,6 +8,7 @@ pub mod protocol;
 pub mod providers;
 pub mod select;
 pub mod service;
+pub mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;
