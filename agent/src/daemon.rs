@@ -57,11 +57,17 @@ pub async fn run(cfg: Config) -> Result<()> {
             event_loop.run(token).await;
             ("network", Ok(()))
         });
-        let (s, n, token) = (store.clone(), node.clone(), root.child_token());
+        let leases = Arc::new(net::service::Leases::default());
+        let (s, n, l, token) = (store.clone(), node.clone(), leases.clone(), root.child_token());
         let max_shard = cfg.network.max_shard_size.0;
-        tasks.spawn(
-            async move { ("shard service", net::service::serve(s, n, inbound, max_shard, token).await) },
-        );
+        tasks.spawn(async move {
+            ("shard service", net::service::serve_with_leases(s, n, inbound, max_shard, l, token).await)
+        });
+        if cfg.network.repair.enabled {
+            let (s, n, r, token) =
+                (store.clone(), node.clone(), cfg.network.repair.clone(), root.child_token());
+            tasks.spawn(async move { ("repairer", net::repair::repair_task(s, n, leases, r, token).await) });
+        }
         let (s, n, k, id, c, token) = (
             store.clone(),
             node.clone(),

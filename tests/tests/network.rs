@@ -4,11 +4,16 @@
 
 use std::collections::HashSet;
 
-use bigfile_tests::{Cluster, pseudo_random};
+use std::time::Duration;
+
+use bigfile_tests::{Cluster, pseudo_random, wait_for};
 
 #[test]
 fn objects_survive_two_providers_killed() {
-    let mut cluster = Cluster::start(8);
+    // Holders challenge each other every second and repair after 3 s of failures.
+    let mut cluster = Cluster::start_with(8, |t| {
+        t.replace("interval_secs = 60", "interval_secs = 1").replace("grace_secs = 600", "grace_secs = 3")
+    });
 
     // Every provider sees every other one's signed announcement, and /status counts them.
     let peers = cluster.providers[3].api_json("/peers").unwrap();
@@ -94,4 +99,25 @@ fn objects_survive_two_providers_killed() {
             assert!(!dead.contains(&u["peer"].as_str().unwrap().to_string()), "used a dead holder: {got}");
         }
     }
+
+    // Repair: within a bounded time every object again has k + m shards, each verified by a
+    // challenge, on live providers only.
+    for (i, (id, _, _)) in objects.iter().enumerate() {
+        let report = wait_for(Duration::from_secs(120), &format!("object {i} to be repaired"), || {
+            let out = cluster.client.run(&["client", "check", id, "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (out.status.success() && v["verified"] == 6).then_some(v)
+        });
+        let holders: HashSet<&str> =
+            report["holders"].as_array().unwrap().iter().map(|h| h["peer"].as_str().unwrap()).collect();
+        assert_eq!(holders.len(), 6, "six distinct live holders: {report}");
+        for d in &dead {
+            assert!(!holders.contains(d.as_str()), "dead provider still a holder: {report}");
+        }
+        assert!(report["version"].as_u64().unwrap() >= 2, "holder list was bumped: {report}");
+    }
+    // And the repaired objects still read back.
+    let out = cluster.client.path("after-repair");
+    cluster.client_json(&["client", "get", &objects[19].0, "-o", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), objects[19].1);
 }

@@ -24,7 +24,8 @@ use crate::config::{ByteSize, Config};
 use crate::keys;
 use crate::net::node::{self, NodeHandle, split_peer};
 use crate::net::protocol::{Holder, Request, Response};
-use crate::net::transfer::{HolderReport, fetch, place};
+use crate::net::repair::challenge;
+use crate::net::transfer::{HolderReport, fetch, find_record, place};
 
 /// `client` subcommands.
 #[derive(Subcommand, Debug)]
@@ -57,6 +58,33 @@ pub enum ClientCmd {
         #[arg(long, default_value_t = 20)]
         timeout: u64,
     },
+    /// Challenge every holder of an object (a random segment each, checked against the manifest)
+    /// and report its redundancy; exit 1 unless every shard is verified.
+    Check {
+        /// Object id (0x…).
+        id: String,
+        /// Seconds to wait for providers to answer.
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
+    },
+}
+
+#[derive(serde::Serialize)]
+struct CheckResult {
+    id: String,
+    version: u64,
+    shards: usize,
+    verified: usize,
+    holders: Vec<CheckedShard>,
+}
+
+#[derive(serde::Serialize)]
+struct CheckedShard {
+    index: u16,
+    peer: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -192,9 +220,72 @@ pub fn run(cfg: &Config, cmd: ClientCmd, out: &Output) -> Result<ExitCode> {
                     s
                 });
             }
+            ClientCmd::Check { id, timeout } => {
+                let r = check(cfg, &id, Duration::from_secs(timeout)).await?;
+                out.print(&r, || {
+                    let mut s = format!(
+                        "{} (holder list v{}): {} of {} shards verified",
+                        r.id, r.version, r.verified, r.shards
+                    );
+                    for h in &r.holders {
+                        s += &format!(
+                            "\n  shard {:>3} on {}: {}",
+                            h.index,
+                            h.peer,
+                            h.error.as_deref().unwrap_or("ok")
+                        );
+                    }
+                    s
+                });
+                if r.verified < r.shards {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+async fn check(cfg: &Config, id: &str, timeout: Duration) -> Result<CheckResult> {
+    let id = ObjectId::from_hex(id).map_err(|e| anyhow!("object id `{id}`: {e}"))?;
+    let client = Client::start(cfg, timeout).await?;
+    let r = async {
+        let mut failed = Vec::new();
+        let (manifest, holders, version) = find_record(&client.node, &id, &mut failed).await?;
+        let mut set = tokio::task::JoinSet::new();
+        for h in holders {
+            let (node, m) = (client.node.clone(), manifest.clone());
+            set.spawn(async move {
+                let peer = libp2p::PeerId::from_bytes(&h.peer).map_err(|e| e.to_string());
+                let addrs = h.addrs.iter().filter_map(|a| Multiaddr::try_from(a.clone()).ok()).collect();
+                let r = match &peer {
+                    Ok(p) => challenge(&node, &m, h.index, *p, addrs).await,
+                    Err(e) => Err(e.clone()),
+                };
+                CheckedShard {
+                    index: h.index,
+                    peer: peer.map(|p| p.to_string()).unwrap_or_else(|e| e),
+                    ok: r.is_ok(),
+                    error: r.err(),
+                }
+            });
+        }
+        let mut checked = Vec::new();
+        while let Some(done) = set.join_next().await {
+            checked.push(done?);
+        }
+        checked.sort_by_key(|c| c.index);
+        anyhow::Ok(CheckResult {
+            id: id.to_hex(),
+            version,
+            shards: manifest.geometry.total_shards(),
+            verified: checked.iter().filter(|c| c.ok).count(),
+            holders: checked,
+        })
+    }
+    .await;
+    client.stop().await;
+    r
 }
 
 async fn put(

@@ -166,6 +166,28 @@ pub struct NetworkConfig {
     pub ban_secs: u64,
     /// Asking price, BIG base units per GiB-month of shard storage.
     pub price_per_gib_month: u64,
+    /// Watching fellow holders and repairing lost shards.
+    pub repair: RepairConfig,
+}
+
+/// `[network.repair]`: how holders watch each other and rebuild lost shards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairConfig {
+    /// Watch and repair at all.
+    pub enabled: bool,
+    /// Seconds between challenges to each fellow holder.
+    pub interval_secs: u64,
+    /// Seconds a holder may be unreachable or wrong before its shard is rebuilt elsewhere.
+    pub grace_secs: u64,
+    /// Seconds a repair lease lasts (the repairer must finish within it).
+    pub lease_secs: u32,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        RepairConfig { enabled: true, interval_secs: 60, grace_secs: 600, lease_secs: 600 }
+    }
 }
 
 impl Default for NetworkConfig {
@@ -184,6 +206,7 @@ impl Default for NetworkConfig {
             max_concurrent_per_peer: 4,
             ban_secs: 600,
             price_per_gib_month: 1_000_000_000_000_000,
+            repair: RepairConfig::default(),
         }
     }
 }
@@ -337,6 +360,16 @@ impl Config {
         }
         if n.max_concurrent_per_peer == 0 || n.max_concurrent_per_peer > 256 {
             bad("network.max_concurrent_per_peer", "must be from 1 to 256".into());
+        }
+        let r = &n.repair;
+        if r.interval_secs == 0 || r.interval_secs > 86_400 {
+            bad("network.repair.interval_secs", "must be from 1 to 86400".into());
+        }
+        if r.grace_secs < r.interval_secs {
+            bad("network.repair.grace_secs", "must be at least network.repair.interval_secs".into());
+        }
+        if r.lease_secs < 10 || r.lease_secs > 3600 {
+            bad("network.repair.lease_secs", "must be from 10 to 3600".into());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad("log.level", format!("`{}` is not a log filter (try `info` or `debug`)", self.log.level));

@@ -99,6 +99,15 @@ ban_secs = 600
 # Asking price in BIG base units per GiB-month.
 price_per_gib_month = 1000000000000000
 
+[network.repair]
+# Holders of an object challenge each other every interval; a holder unreachable or wrong for
+# longer than the grace period has its shard rebuilt on another provider by one surviving holder
+# (chosen deterministically, holding a lease granted by the others).
+enabled = true
+interval_secs = 60
+grace_secs = 600
+lease_secs = 600
+
 [log]
 # A tracing filter such as "info", "debug" or "bigfile_storage=debug,info".
 level = "info"

@@ -3,9 +3,11 @@
 //! request-response protocol, and the provider's shard service.
 
 pub mod announce;
+pub mod bench;
 pub mod node;
 pub mod protocol;
 pub mod providers;
+pub mod repair;
 pub mod select;
 pub mod service;
 pub mod transfer;

@@ -85,6 +85,16 @@ pub enum Request {
         /// Shard index.
         index: u16,
     },
+    /// Grant the sender the right to repair an object whose holder list is at `version`, for
+    /// `secs` seconds; refused while another peer holds an unexpired lease or the version is stale.
+    RepairLease {
+        /// Object id.
+        id: Id,
+        /// The holder-list version the repair starts from.
+        version: u64,
+        /// Lease length in seconds (at most an hour).
+        secs: u32,
+    },
     /// Proof of possession: segment `segment` of a shard with its Merkle path.
     Challenge {
         /// Object id.
@@ -106,6 +116,7 @@ impl Request {
             Request::GetManifest { .. } => "get-manifest",
             Request::GetShard { .. } => "get-shard",
             Request::HasShard { .. } => "has-shard",
+            Request::RepairLease { .. } => "repair-lease",
             Request::Challenge { .. } => "challenge",
         }
     }

@@ -5,7 +5,9 @@
 //! that does not match its declared root, or a malformed manifest, is scored down and nothing it
 //! sent is kept.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bigfile_storage::{Manifest, ObjectId, Store, StoreError};
 use libp2p::PeerId;
@@ -67,12 +69,44 @@ pub fn save_record(store: &Store, id: &ObjectId, rec: &ManifestRecord) -> Result
     }
 }
 
+/// Repair leases this node has granted: object → (grantee, expiry).
+#[derive(Default)]
+pub struct Leases(Mutex<HashMap<ObjectId, (PeerId, Instant)>>);
+
+impl Leases {
+    /// Grants `peer` the lease on `id` for `secs` unless another peer holds an unexpired one.
+    pub fn grant(&self, id: ObjectId, peer: PeerId, secs: u32) -> Result<(), String> {
+        let mut map = self.0.lock().map_err(|_| "lease table poisoned".to_string())?;
+        let now = Instant::now();
+        map.retain(|_, (_, until)| *until > now);
+        if let Some((holder, until)) = map.get(&id)
+            && *holder != peer
+        {
+            return Err(format!("leased to {holder} for {} s more", until.duration_since(now).as_secs()));
+        }
+        map.insert(id, (peer, now + Duration::from_secs(u64::from(secs.min(3600)))));
+        Ok(())
+    }
+}
+
 /// Answers inbound requests until cancelled.
 pub async fn serve(
     store: Arc<Store>,
     node: NodeHandle,
+    inbound: mpsc::Receiver<InboundRequest>,
+    max_shard: u64,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    serve_with_leases(store, node, inbound, max_shard, Arc::new(Leases::default()), cancel).await
+}
+
+/// As [`serve`], sharing the lease table with this node's own repairer.
+pub async fn serve_with_leases(
+    store: Arc<Store>,
+    node: NodeHandle,
     mut inbound: mpsc::Receiver<InboundRequest>,
     max_shard: u64,
+    leases: Arc<Leases>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
@@ -80,11 +114,11 @@ pub async fn serve(
             _ = cancel.cancelled() => return Ok(()),
             r = inbound.recv() => match r { Some(r) => r, None => return Ok(()) },
         };
-        let (store, node) = (store.clone(), node.clone());
+        let (store, node, leases) = (store.clone(), node.clone(), leases.clone());
         tokio::spawn(async move {
             let InboundRequest { peer, request, reply } = req;
             let kind = request.kind();
-            let response = handle(&store, &node, peer, request, max_shard).await;
+            let response = handle(&store, &node, &leases, peer, request, max_shard).await;
             if let Response::Refused(why) = &response {
                 tracing::info!(%peer, kind, why, "request refused");
             }
@@ -107,6 +141,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn handle(
     store: &Arc<Store>,
     node: &NodeHandle,
+    leases: &Leases,
     peer: PeerId,
     request: Request,
     max_shard: u64,
@@ -224,6 +259,21 @@ async fn handle(
             let id = ObjectId(id);
             match blocking(move || s.has_shard(&id, index)).await {
                 Some(Ok(h)) => Response::Has(h),
+                Some(Err(e)) => Response::Refused(e.to_string()),
+                None => Response::Refused("internal error".into()),
+            }
+        }
+        Request::RepairLease { id, version, secs } => {
+            let id = ObjectId(id);
+            match blocking(move || load_record(&s, &id)).await {
+                Some(Ok(Some(rec))) if rec.version > version => {
+                    Response::Refused(format!("holder list is at version {}, not {version}", rec.version))
+                }
+                Some(Ok(Some(_))) => match leases.grant(id, peer, secs) {
+                    Ok(()) => Response::Ok,
+                    Err(why) => Response::Refused(why),
+                },
+                Some(Ok(None)) => Response::NotFound,
                 Some(Err(e)) => Response::Refused(e.to_string()),
                 None => Response::Refused("internal error".into()),
             }

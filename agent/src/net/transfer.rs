@@ -122,21 +122,52 @@ pub type Fetched = (Manifest, Vec<Option<Vec<u8>>>, Vec<HolderReport>, Vec<Strin
 /// Finds the object's manifest record and fetches the first `k` shards that verify.
 pub async fn fetch(node: &NodeHandle, id: &ObjectId, bar: &ProgressBar) -> Result<Fetched> {
     let mut failed = Vec::new();
-    let (manifest, holders) = find_record(node, id, &mut failed).await?;
+    let (manifest, holders, _) = find_record(node, id, &mut failed).await?;
+    let (shards, used, more) = fetch_shards(node, &manifest, &holders, None, bar).await?;
+    failed.extend(more);
+    Ok((manifest, shards, used, failed))
+}
+
+/// Shards by index (`None` where not fetched), who served each, and what failed.
+pub type Shards = (Vec<Option<Vec<u8>>>, Vec<HolderReport>, Vec<String>);
+
+/// Fetches the first `k` shards that verify from `holders`, all asked in parallel. Shards this
+/// node holds itself are read from `local` instead of the network.
+pub async fn fetch_shards(
+    node: &NodeHandle,
+    manifest: &Manifest,
+    holders: &[Holder],
+    local: Option<Arc<bigfile_storage::Store>>,
+    bar: &ProgressBar,
+) -> Result<Shards> {
+    let id = manifest.object_id();
+    let mut failed = Vec::new();
     let g = manifest.geometry;
     let k = usize::from(g.data);
     bar.set_length(g.shard_len() * k as u64);
-    let manifest = Arc::new(manifest);
+    let manifest = Arc::new(manifest.clone());
     let mut set = JoinSet::new();
-    for h in holders {
+    for h in holders.iter().cloned() {
         let Ok(peer) = PeerId::from_bytes(&h.peer) else { continue };
         let addrs: Vec<Multiaddr> =
             h.addrs.iter().filter_map(|a| Multiaddr::try_from(a.clone()).ok()).collect();
-        let (node, manifest, id) = (node.clone(), manifest.clone(), *id);
+        let (node, manifest, local) = (node.clone(), manifest.clone(), local.clone());
         set.spawn(async move {
-            let req =
-                Request::GetShard { id: id.0, index: h.index, offset: 0, len: manifest.geometry.shard_len() };
-            let r = node.request(peer, addrs, req).await;
+            let len = manifest.geometry.shard_len();
+            let r = match local.filter(|_| peer == node.peer_id()) {
+                Some(store) => {
+                    let index = h.index;
+                    match tokio::task::spawn_blocking(move || store.read_shard(&id, index, 0, len)).await {
+                        Ok(Ok(d)) => Ok(Response::Data(d)),
+                        Ok(Err(e)) => Ok(Response::Refused(e.to_string())),
+                        Err(e) => Ok(Response::Refused(e.to_string())),
+                    }
+                }
+                None => {
+                    node.request(peer, addrs, Request::GetShard { id: id.0, index: h.index, offset: 0, len })
+                        .await
+                }
+            };
             let verdict = match r {
                 Ok(Response::Data(d)) => {
                     let m = manifest.clone();
@@ -194,7 +225,7 @@ pub async fn fetch(node: &NodeHandle, id: &ObjectId, bar: &ProgressBar) -> Resul
         );
     }
     used.sort_by_key(|u| u.index);
-    Ok((Arc::try_unwrap(manifest).unwrap_or_else(|m| (*m).clone()), shards, used, failed))
+    Ok((shards, used, failed))
 }
 
 /// Asks the DHT's providers of `id` (or, failing that, every known provider) for the object's
@@ -203,7 +234,7 @@ pub async fn find_record(
     node: &NodeHandle,
     id: &ObjectId,
     failed: &mut Vec<String>,
-) -> Result<(Manifest, Vec<Holder>)> {
+) -> Result<(Manifest, Vec<Holder>, u64)> {
     let mut peers: Vec<PeerId> = node.find_providers(id.0.to_vec()).await?.into_iter().collect();
     if peers.is_empty() {
         peers = node.providers().await?.into_iter().map(|a| a.body.peer_id).collect();
@@ -239,8 +270,8 @@ pub async fn find_record(
             Err(e) => failed.push(e.to_string()),
         }
     }
-    let (_, m, holders) = best.ok_or_else(|| {
+    let (version, m, holders) = best.ok_or_else(|| {
         anyhow!("no provider knows object {} (asked the DHT and every known provider)", id.to_hex())
     })?;
-    Ok((m, holders))
+    Ok((m, holders, version))
 }

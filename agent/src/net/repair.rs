@@ -1,0 +1,455 @@
+//! Holders watch each other and rebuild lost shards.
+//!
+//! Every `interval` a provider challenges each fellow holder of every object it holds a shard of
+//! (a random segment with its Merkle path, checked against the manifest's shard root). A holder
+//! that has failed for longer than `grace` is dead for that shard. Exactly one surviving holder
+//! repairs the object: the one whose `keccak(object id ‖ peer id)` is smallest among the live
+//! holders, and only after every other live holder has granted it a lease for the object's
+//! current holder-list version (a holder grants one lease per object at a time, and refuses a
+//! stale version). The repairer fetches `k` verified shards, rebuilds the object, re-codes the
+//! lost shards, places them on new providers chosen like `client put` does, challenges each new
+//! copy, and only then publishes the next holder-list version to every holder. The plan (which
+//! provider gets which shard) is saved before any upload, so a restart resumes it; nothing is
+//! ever deleted by a repair.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bigfile_storage::coding::{decode_object, encode_object};
+use bigfile_storage::merkle::{SegmentProof, keccak256, leaf_count};
+use bigfile_storage::{Manifest, ObjectId, Store};
+use libp2p::{Multiaddr, PeerId};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::node::NodeHandle;
+use super::protocol::{Holder, Request, Response};
+use super::select::{Candidate, select};
+use super::service::{Leases, MANIFEST_TREE, ManifestRecord, decode_manifest, save_record};
+use super::transfer::fetch_shards;
+use crate::config::RepairConfig;
+
+/// Agent tree holding repair plans in progress.
+pub const PLAN_TREE: &str = "repairs";
+
+/// A repair in progress: from which holder-list version, and which provider gets which shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairPlan {
+    /// Version of the holder list being repaired.
+    pub from_version: u64,
+    /// (shard index, new holder peer id bytes).
+    pub placements: Vec<(u16, Vec<u8>)>,
+}
+
+/// Challenges fellow holders and repairs objects; one per provider.
+pub struct Repairer {
+    store: Arc<Store>,
+    node: NodeHandle,
+    leases: Arc<Leases>,
+    cfg: RepairConfig,
+    /// When each (object, shard) holder was first seen failing.
+    failing: HashMap<(ObjectId, u16), Instant>,
+    /// Providers that failed to take a rebuilt shard, and when: left out of plans for a while.
+    avoid: HashMap<PeerId, Instant>,
+}
+
+/// Runs the repairer until cancelled.
+pub async fn repair_task(
+    store: Arc<Store>,
+    node: NodeHandle,
+    leases: Arc<Leases>,
+    cfg: RepairConfig,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let mut r = Repairer { store, node, leases, cfg, failing: HashMap::new(), avoid: HashMap::new() };
+    let mut tick = tokio::time::interval(Duration::from_secs(r.cfg.interval_secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            res = r.round() => if let Err(e) = res {
+                tracing::warn!(error = %format!("{e:#}"), "repair round failed");
+            },
+        }
+    }
+}
+
+fn peer_of(h: &Holder) -> Option<PeerId> {
+    PeerId::from_bytes(&h.peer).ok()
+}
+
+fn addrs_of(h: &Holder) -> Vec<Multiaddr> {
+    h.addrs.iter().filter_map(|a| Multiaddr::try_from(a.clone()).ok()).collect()
+}
+
+/// The holder that leads the repair of `id` among `live` peers.
+pub fn leader(id: &ObjectId, live: &BTreeSet<PeerId>) -> Option<PeerId> {
+    live.iter()
+        .map(|p| {
+            let mut buf = id.0.to_vec();
+            buf.extend_from_slice(&p.to_bytes());
+            (keccak256(&buf), *p)
+        })
+        .min()
+        .map(|(_, p)| p)
+}
+
+/// Challenges `peer` for a random segment of shard `index` and checks the proof.
+pub async fn challenge(
+    node: &NodeHandle,
+    m: &Manifest,
+    index: u16,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+) -> Result<(), String> {
+    let id = m.object_id();
+    let g = m.geometry;
+    let n = leaf_count(g.shard_len(), g.segment_size);
+    if n == 0 {
+        return match node.request(peer, addrs, Request::HasShard { id: id.0, index }).await {
+            Ok(Response::Has(true)) => Ok(()),
+            Ok(other) => Err(format!("answered {other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    let segment = rand::thread_rng().gen_range(0..n);
+    match node.request(peer, addrs, Request::Challenge { id: id.0, index, segment }).await {
+        Ok(Response::Proof { segment: bytes, siblings }) => {
+            let proof = SegmentProof { index: segment, segment: bytes, siblings };
+            if proof.verify(&m.shard_roots[usize::from(index)], g.shard_len(), g.segment_size) {
+                Ok(())
+            } else {
+                node.penalize(peer, 50, format!("bad proof for shard {index} of {}", id.to_hex())).await;
+                Err(format!("proof of segment {segment} does not verify"))
+            }
+        }
+        Ok(other) => Err(format!("answered {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Repairer {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let s = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&s)).await?
+    }
+
+    /// Every object record this node holds a shard of.
+    async fn records(&self) -> Result<Vec<(ObjectId, ManifestRecord)>> {
+        self.blocking(|s| {
+            let tree = s.agent_tree(MANIFEST_TREE)?;
+            let mut out = Vec::new();
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                let (Ok(id), Some(rec)) = (<[u8; 32]>::try_from(&k[..]), ManifestRecord::decode(&v)) else {
+                    continue;
+                };
+                out.push((ObjectId(id), rec));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// One pass over every object: challenge the other holders, repair what is dead.
+    pub async fn round(&mut self) -> Result<()> {
+        let me = self.node.peer_id();
+        for (id, rec) in self.records().await? {
+            let Ok(manifest) = decode_manifest(&rec.manifest) else { continue };
+            if !rec.holders.iter().any(|h| peer_of(h) == Some(me)) {
+                continue;
+            }
+            let mut set = JoinSet::new();
+            for h in rec.holders.iter().filter(|h| peer_of(h).is_some_and(|p| p != me)) {
+                let (node, m, h) = (self.node.clone(), manifest.clone(), h.clone());
+                set.spawn(async move {
+                    let r = match peer_of(&h) {
+                        Some(p) => challenge(&node, &m, h.index, p, addrs_of(&h)).await,
+                        None => Err("bad peer id".into()),
+                    };
+                    (h.index, r)
+                });
+            }
+            let now = Instant::now();
+            while let Some(done) = set.join_next().await {
+                let Ok((index, r)) = done else { continue };
+                match r {
+                    Ok(()) => {
+                        self.failing.remove(&(id, index));
+                    }
+                    Err(why) => {
+                        let since = *self.failing.entry((id, index)).or_insert(now);
+                        tracing::debug!(object = %id.to_hex(), index, why, failing_secs = now.duration_since(since).as_secs(), "holder failed a challenge");
+                    }
+                }
+            }
+            let grace = Duration::from_secs(self.cfg.grace_secs);
+            let dead: BTreeSet<u16> = rec
+                .holders
+                .iter()
+                .filter(|h| self.failing.get(&(id, h.index)).is_some_and(|t| now.duration_since(*t) >= grace))
+                .map(|h| h.index)
+                .collect();
+            if dead.is_empty() {
+                continue;
+            }
+            let live: BTreeSet<PeerId> =
+                rec.holders.iter().filter(|h| !dead.contains(&h.index)).filter_map(peer_of).collect();
+            if leader(&id, &live) != Some(me) {
+                tracing::debug!(object = %id.to_hex(), "another holder leads this repair");
+                continue;
+            }
+            match self.repair(id, &rec, &manifest, &dead, &live).await {
+                Ok(()) => {
+                    for i in &dead {
+                        self.failing.remove(&(id, *i));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(object = %id.to_hex(), error = %format!("{e:#}"), "repair failed; will retry")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn repair(
+        &mut self,
+        id: ObjectId,
+        rec: &ManifestRecord,
+        manifest: &Manifest,
+        dead: &BTreeSet<u16>,
+        live: &BTreeSet<PeerId>,
+    ) -> Result<()> {
+        let me = self.node.peer_id();
+        let secs = self.cfg.lease_secs;
+        self.leases.grant(id, me, secs).map_err(|why| anyhow!("own lease: {why}"))?;
+        let addr_book: HashMap<PeerId, Vec<Multiaddr>> =
+            rec.holders.iter().filter_map(|h| Some((peer_of(h)?, addrs_of(h)))).collect();
+        for peer in live.iter().filter(|p| **p != me) {
+            let addrs = addr_book.get(peer).cloned().unwrap_or_default();
+            match self
+                .node
+                .request(*peer, addrs.clone(), Request::RepairLease { id: id.0, version: rec.version, secs })
+                .await
+            {
+                Ok(Response::Ok) => {}
+                Ok(Response::Refused(why)) if why.contains("version") => {
+                    self.adopt_newer(*peer, addrs, &id).await;
+                    bail!("{peer} has a newer holder list ({why})");
+                }
+                other => bail!("{peer} did not grant the repair lease: {other:?}"),
+            }
+        }
+        tracing::info!(object = %id.to_hex(), shards = ?dead, "repairing: lease granted by every live holder");
+
+        // Rebuild the lost shards from k verified ones (ours read locally).
+        let live_holders: Vec<Holder> =
+            rec.holders.iter().filter(|h| !dead.contains(&h.index)).cloned().collect();
+        let bar = indicatif::ProgressBar::hidden();
+        let (shards, _, failed) =
+            fetch_shards(&self.node, manifest, &live_holders, Some(self.store.clone()), &bar).await?;
+        if !failed.is_empty() {
+            tracing::debug!(failed = ?failed, "some holders failed during the repair fetch");
+        }
+        let m = manifest.clone();
+        let rebuilt = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
+            let mut data = Vec::with_capacity(m.geometry.size as usize);
+            decode_object(&m, &shards, &mut data)?;
+            let (again, all) = encode_object(&data, m.geometry)?;
+            if again != m {
+                bail!("re-coded shards do not match the manifest");
+            }
+            Ok(all)
+        })
+        .await??;
+
+        // Where the lost shards go: the saved plan, or a fresh choice.
+        let plan = self.plan(id, rec, manifest, dead).await?;
+        let anns = self.node.providers().await?;
+        let addrs: HashMap<PeerId, Vec<Multiaddr>> =
+            anns.iter().map(|a| (a.body.peer_id, a.body.listen_addrs.clone())).collect();
+        let encoded = manifest.encode();
+        let mut set = JoinSet::new();
+        for (index, peer_bytes) in &plan.placements {
+            let peer = PeerId::from_bytes(peer_bytes)?;
+            let (node, m, a) =
+                (self.node.clone(), manifest.clone(), addrs.get(&peer).cloned().unwrap_or_default());
+            let req = Request::PutShard {
+                manifest: encoded.clone(),
+                index: *index,
+                data: rebuilt[usize::from(*index)].clone(),
+            };
+            let index = *index;
+            set.spawn(async move {
+                let r = match node.request(peer, a.clone(), req).await {
+                    Ok(Response::Stored { .. }) => challenge(&node, &m, index, peer, a).await,
+                    Ok(other) => Err(format!("answered {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                (index, peer, r)
+            });
+        }
+        let mut failures = Vec::new();
+        while let Some(done) = set.join_next().await {
+            let (index, peer, r) = done?;
+            if let Err(why) = r {
+                failures.push(format!("shard {index} on {peer}: {why}"));
+                self.avoid.insert(peer, Instant::now());
+            }
+        }
+        if !failures.is_empty() {
+            // A provider that failed is left out of the next plan.
+            self.blocking(move |s| Ok(s.agent_tree(PLAN_TREE)?.remove(id.0).map(|_| ())?)).await?;
+            bail!("placing rebuilt shards failed: {}", failures.join("; "));
+        }
+
+        // Every replacement is verified: publish the next holder list.
+        let mut holders = rec.holders.clone();
+        for (index, peer_bytes) in &plan.placements {
+            let peer = PeerId::from_bytes(peer_bytes)?;
+            if let Some(h) = holders.iter_mut().find(|h| h.index == *index) {
+                h.peer = peer_bytes.clone();
+                h.addrs = addrs
+                    .get(&peer)
+                    .map(|v| v.iter().take(8).map(|a| a.to_vec()).collect())
+                    .unwrap_or_default();
+            }
+        }
+        let next =
+            ManifestRecord { manifest: encoded.clone(), version: rec.version + 1, holders: holders.clone() };
+        let saved = next.clone();
+        self.blocking(move |s| {
+            save_record(s, &id, &saved)?;
+            s.agent_tree(PLAN_TREE)?.remove(id.0)?;
+            Ok(())
+        })
+        .await?;
+        let targets: HashSet<PeerId> = holders.iter().filter_map(peer_of).filter(|p| *p != me).collect();
+        let mut set = JoinSet::new();
+        for peer in targets {
+            let a = addrs.get(&peer).cloned().or_else(|| addr_book.get(&peer).cloned()).unwrap_or_default();
+            let (node, req) = (
+                self.node.clone(),
+                Request::PutManifest {
+                    manifest: encoded.clone(),
+                    version: next.version,
+                    holders: holders.clone(),
+                },
+            );
+            set.spawn(async move { (peer, node.request(peer, a, req).await) });
+        }
+        while let Some(done) = set.join_next().await {
+            if let Ok((peer, r)) = done
+                && !matches!(r, Ok(Response::Ok))
+            {
+                tracing::warn!(%peer, answer = ?r, "holder did not take the new holder list");
+            }
+        }
+        let moved: Vec<String> = plan
+            .placements
+            .iter()
+            .map(|(i, p)| {
+                format!("shard {i} -> {}", PeerId::from_bytes(p).map(|p| p.to_string()).unwrap_or_default())
+            })
+            .collect();
+        tracing::info!(object = %id.to_hex(), version = next.version, placements = ?moved, "repair complete: full redundancy restored");
+        Ok(())
+    }
+
+    /// The saved plan for this repair, or a new one (saved before any upload).
+    async fn plan(
+        &mut self,
+        id: ObjectId,
+        rec: &ManifestRecord,
+        manifest: &Manifest,
+        dead: &BTreeSet<u16>,
+    ) -> Result<RepairPlan> {
+        let saved = self
+            .blocking(move |s| {
+                Ok(s.agent_tree(PLAN_TREE)?
+                    .get(id.0)?
+                    .and_then(|v| postcard::from_bytes::<RepairPlan>(&v).ok()))
+            })
+            .await?;
+        if let Some(p) = saved
+            && p.from_version == rec.version
+            && p.placements.iter().map(|(i, _)| *i).collect::<BTreeSet<u16>>() == *dead
+        {
+            tracing::info!(object = %id.to_hex(), "resuming a saved repair plan");
+            return Ok(p);
+        }
+        let anns = self.node.providers().await?;
+        let cands: Vec<Candidate> = anns.iter().map(|a| Candidate::from_announcement(&a.body)).collect();
+        let mut exclude: HashSet<PeerId> = rec.holders.iter().filter_map(peer_of).collect();
+        exclude.insert(self.node.peer_id());
+        let shun = Duration::from_secs(self.cfg.grace_secs.max(self.cfg.interval_secs * 10));
+        self.avoid.retain(|_, t| t.elapsed() < shun);
+        exclude.extend(self.avoid.keys().copied());
+        let chosen =
+            select(&cands, dead.len(), manifest.geometry.shard_len(), &exclude, &mut rand::thread_rng())
+                .context("choosing providers for the rebuilt shards")?;
+        let plan = RepairPlan {
+            from_version: rec.version,
+            placements: dead.iter().copied().zip(chosen.iter().map(|p| p.to_bytes())).collect(),
+        };
+        let bytes = postcard::to_allocvec(&plan)?;
+        self.blocking(move |s| {
+            let t = s.agent_tree(PLAN_TREE)?;
+            t.insert(id.0, bytes)?;
+            t.flush()?;
+            Ok(())
+        })
+        .await?;
+        Ok(plan)
+    }
+
+    /// Takes a newer holder list from `peer` (after it refused a lease for a stale version).
+    async fn adopt_newer(&self, peer: PeerId, addrs: Vec<Multiaddr>, id: &ObjectId) {
+        if let Ok(Response::Manifest { manifest, version, holders }) =
+            self.node.request(peer, addrs, Request::GetManifest { id: id.0 }).await
+            && decode_manifest(&manifest).is_ok_and(|m| m.object_id() == *id)
+        {
+            let rec = ManifestRecord { manifest, version, holders };
+            let id = *id;
+            let _ = self.blocking(move |s| Ok(save_record(s, &id, &rec)?)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_leader_whatever_the_order() {
+        let id = ObjectId([7; 32]);
+        let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        let a: BTreeSet<PeerId> = peers.iter().copied().collect();
+        let b: BTreeSet<PeerId> = peers.iter().rev().copied().collect();
+        let l = leader(&id, &a).unwrap();
+        assert_eq!(Some(l), leader(&id, &b));
+        // Removing a non-leader keeps the leader; removing the leader elects another.
+        let mut c = a.clone();
+        let other = *peers.iter().find(|p| **p != l).unwrap();
+        c.remove(&other);
+        assert_eq!(leader(&id, &c), Some(l));
+        c.remove(&l);
+        let l2 = leader(&id, &c).unwrap();
+        assert_ne!(l2, l);
+        // Different objects spread the work over different leaders.
+        let leaders: HashSet<PeerId> = (0u8..40).map(|i| leader(&ObjectId([i; 32]), &a).unwrap()).collect();
+        assert!(leaders.len() > 2, "{leaders:?}");
+    }
+}
