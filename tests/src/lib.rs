@@ -3,6 +3,8 @@
 //!
 //! Every e2e test uses these; none copies them.
 
+pub mod hostile;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -136,6 +138,14 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A free UDP port on 127.0.0.1 (bound, then released).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port")
+}
+
 /// HTTP GET on 127.0.0.1; returns (status code, body), or None if nothing listens yet.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -211,7 +221,12 @@ impl Cluster {
         let mut providers: Vec<Provider> = Vec::new();
         for _ in 0..n {
             let api = free_port();
-            let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+            // The first provider speaks QUIC only, so every node dials it over QUIC; the rest TCP.
+            let listen = if providers.is_empty() {
+                format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_udp_port())
+            } else {
+                format!("/ip4/127.0.0.1/tcp/{}", free_port())
+            };
             let mut args = vec!["--listen".to_string(), listen.clone()];
             for p in &providers {
                 args.push("--bootstrap".into());

@@ -144,14 +144,34 @@ impl Client {
             cfg.network.bootstrap_addrs().iter().filter_map(split_peer).collect();
         let mut last_err = String::new();
         loop {
+            // Ask every bootstrap peer at once; once one has answered, wait only briefly for the
+            // rest, so a dead bootstrap peer costs no dial timeout.
+            let mut set = tokio::task::JoinSet::new();
+            for (peer, addr) in boots.iter().cloned() {
+                let node = self.node.clone();
+                set.spawn(async move { (peer, node.request(peer, vec![addr], Request::Providers).await) });
+            }
             let mut learned = 0;
-            for (peer, addr) in &boots {
-                match self.node.request(*peer, vec![addr.clone()], Request::Providers).await {
-                    Ok(Response::Providers(list)) => learned += self.node.learn(Some(*peer), list).await?,
-                    Ok(other) => last_err = format!("{peer} answered {other:?}"),
-                    Err(e) => last_err = e.to_string(),
+            let mut settle: Option<tokio::time::Instant> = None;
+            loop {
+                let next = match settle {
+                    Some(t) => match tokio::time::timeout_at(t, set.join_next()).await {
+                        Ok(n) => n,
+                        Err(_) => break,
+                    },
+                    None => set.join_next().await,
+                };
+                let Some(done) = next else { break };
+                match done? {
+                    (peer, Ok(Response::Providers(list))) => {
+                        learned += self.node.learn(Some(peer), list).await?;
+                        settle.get_or_insert(tokio::time::Instant::now() + crate::net::transfer::SETTLE);
+                    }
+                    (peer, Ok(other)) => last_err = format!("{peer} answered {other:?}"),
+                    (_, Err(e)) => last_err = e.to_string(),
                 }
             }
+            set.abort_all();
             if learned > 0 || Instant::now() >= deadline {
                 if learned == 0 {
                     bail!(

@@ -33,6 +33,8 @@ const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/bigfile/kad/1.0.0");
 const IDENTIFY_PROTOCOL: &str = "/bigfile/id/1.0.0";
 /// Score at or below which a peer is banned.
 const BAN_SCORE: i32 = -100;
+/// How long a penalized peer keeps its connection, so the answer to its request still goes out.
+const DISCONNECT_DELAY: Duration = Duration::from_millis(300);
 
 /// How to build a node.
 #[derive(Clone, Debug)]
@@ -252,6 +254,7 @@ pub struct EventLoop {
     in_flight: HashMap<PeerId, usize>,
     scores: HashMap<PeerId, i32>,
     banned: HashMap<PeerId, Instant>,
+    disconnects: HashMap<PeerId, Instant>,
     provider_queries: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
     bootstrap: Vec<Bootstrap>,
 }
@@ -348,6 +351,7 @@ pub fn build(opts: NodeOptions) -> Result<(NodeHandle, mpsc::Receiver<InboundReq
         in_flight: HashMap::new(),
         scores: HashMap::new(),
         banned: HashMap::new(),
+        disconnects: HashMap::new(),
         provider_queries: HashMap::new(),
         bootstrap,
     };
@@ -381,7 +385,7 @@ impl EventLoop {
 
     /// Runs until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commands_open = true;
         loop {
@@ -403,6 +407,7 @@ impl EventLoop {
     }
 
     fn on_tick(&mut self) {
+        self.disconnect_due();
         let now = Instant::now();
         self.table.expire(now_unix());
         let expired: Vec<PeerId> =
@@ -438,19 +443,34 @@ impl EventLoop {
         }
     }
 
+    /// Scores `peer` down now; the disconnect (and, at the ban score, the block) follows a
+    /// moment later so that an answer already on its way (a `Refused`) still reaches the peer.
     fn penalize(&mut self, peer: PeerId, points: i32, why: &str) {
         let score = self.scores.entry(peer).or_insert(0);
         *score -= points;
         let score = *score;
         tracing::warn!(%peer, score, why, "peer misbehaved; disconnecting");
-        if score <= BAN_SCORE {
+        if score <= BAN_SCORE && !self.banned.contains_key(&peer) {
             self.banned.insert(peer, Instant::now() + self.opts.ban);
-            self.swarm.behaviour_mut().blocked.block_peer(peer);
             self.swarm.behaviour_mut().kad.remove_peer(&peer);
             self.table.remove(&peer);
             tracing::warn!(%peer, secs = self.opts.ban.as_secs(), "peer banned");
         }
-        let _ = self.swarm.disconnect_peer_id(peer);
+        self.disconnects.entry(peer).or_insert(Instant::now() + DISCONNECT_DELAY);
+    }
+
+    /// Carries out the disconnects and blocks that `penalize` scheduled.
+    fn disconnect_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self.disconnects.iter().filter(|(_, t)| **t <= now).map(|(p, _)| *p).collect();
+        for peer in due {
+            self.disconnects.remove(&peer);
+            if self.banned.contains_key(&peer) {
+                // Blocking closes every connection and refuses new ones.
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+            }
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     fn verify(&self, bytes: &[u8]) -> Result<SignedAvailability, String> {
@@ -621,6 +641,14 @@ impl EventLoop {
         use request_response::{Event, Message};
         match ev {
             Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                if let Request::Malformed(why) = &request {
+                    // No answer: the channel is dropped and the peer scored down.
+                    self.penalize(peer, 100, &format!("malformed request: {why}"));
+                    return;
+                }
+                if self.banned.contains_key(&peer) {
+                    return;
+                }
                 if let Request::Providers = request {
                     let live: Vec<Vec<u8>> = self
                         .table

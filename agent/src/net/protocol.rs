@@ -104,6 +104,10 @@ pub enum Request {
         /// Segment index.
         segment: u64,
     },
+    /// Not on the wire: what the codec hands up for a frame that is oversized or does not
+    /// decode, so the node can score the sender down (a codec error would vanish silently).
+    #[serde(skip)]
+    Malformed(String),
 }
 
 impl Request {
@@ -118,6 +122,7 @@ impl Request {
             Request::HasShard { .. } => "has-shard",
             Request::RepairLease { .. } => "repair-lease",
             Request::Challenge { .. } => "challenge",
+            Request::Malformed(_) => "malformed",
         }
     }
 }
@@ -249,7 +254,15 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        decode_request(&read_frame(io, self.max_message).await?)
+        let frame = match read_frame(io, self.max_message).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(Request::Malformed(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        match decode_request(&frame) {
+            Ok(r) => Ok(r),
+            Err(e) => Ok(Request::Malformed(e.to_string())),
+        }
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>

@@ -149,7 +149,7 @@ async fn handle(
     let s = store.clone();
     match request {
         // Answered by the event loop itself.
-        Request::Providers => Response::Refused("not served here".into()),
+        Request::Providers | Request::Malformed(_) => Response::Refused("not served here".into()),
         Request::PutShard { manifest, index, data } => {
             let m = match decode_manifest(&manifest) {
                 Ok(m) => m,

@@ -17,6 +17,9 @@ use super::protocol::{Holder, Request, Response};
 use super::select::{Candidate, select};
 use super::service::decode_manifest;
 
+/// How long to keep listening for more answers once a good one is in.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Which peer holds (or served) shard `index`.
 #[derive(serde::Serialize)]
 pub struct HolderReport {
@@ -247,13 +250,25 @@ pub async fn find_record(
         set.spawn(async move { (peer, node.request(peer, vec![], req).await) });
     }
     let mut best: Option<(u64, Manifest, Vec<Holder>)> = None;
-    while let Some(done) = set.join_next().await {
+    // Once one record is in, give the others a moment (a newer version may come) but do not wait
+    // for unreachable peers to time out.
+    let mut settle: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match settle {
+            Some(t) => match tokio::time::timeout_at(t, set.join_next()).await {
+                Ok(n) => n,
+                Err(_) => break,
+            },
+            None => set.join_next().await,
+        };
+        let Some(done) = next else { break };
         let (peer, r) = done?;
         match r {
             Ok(Response::Manifest { manifest, version, holders }) => match decode_manifest(&manifest) {
                 Ok(m) if m.object_id() == *id => {
                     if !holders.is_empty() && best.as_ref().is_none_or(|b| version > b.0) {
                         best = Some((version, m, holders));
+                        settle.get_or_insert(tokio::time::Instant::now() + SETTLE);
                     }
                 }
                 Ok(_) => {
@@ -271,6 +286,7 @@ pub async fn find_record(
             Err(e) => tracing::debug!(%peer, error = %e, "manifest request failed"),
         }
     }
+    set.abort_all();
     let (version, m, holders) = best.ok_or_else(|| {
         anyhow!("no provider knows object {} (asked the DHT and every known provider)", id.to_hex())
     })?;
