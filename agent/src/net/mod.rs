@@ -68,11 +68,17 @@ pub async fn announce_task(
         _ = cancel.cancelled() => return Ok(()),
         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
     }
+    let mut last = 0;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
+        // Gossipsub refuses to publish the same bytes twice; one announcement per second at most.
+        if now_unix() == last {
+            continue;
+        }
+        last = now_unix();
         let s = store.clone();
         let usage = tokio::task::spawn_blocking(move || s.usage()).await??;
         let info = node.info().await?;
@@ -89,7 +95,7 @@ pub async fn announce_task(
             gpus: vec![],
             price_per_gib_month: u128::from(cfg.network.price_per_gib_month),
             version: AGENT_VERSION.into(),
-            timestamp: now_unix(),
+            timestamp: last,
         };
         let signed = SignedAvailability::sign(body, &chain_key, &identity)?;
         node.publish(signed).await?;
