@@ -70,6 +70,7 @@ for i in 1 2 3 4 5 6; do
     -e 's/^grace_secs = 600/grace_secs = 6/' "$dir/config.toml"
   "$agent" --config "$dir/config.toml" run 2> "$dir/agent.log" &
   pids+=($!)
+  disown  # no "Killed" job notices when the demo kills providers
   echo "provider $i: $addr"
 done
 for i in 1 2 3 4 5 6; do
@@ -121,7 +122,9 @@ grep -h "repair complete" "$root"/provider*/agent.log | sed 's/\x1b\[[0-9;]*m//g
 
 step "Stop the providers (SIGTERM)"
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+for p in "${pids[@]}"; do
+  for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+done
 trap - EXIT
 echo "all providers stopped"
 
