@@ -27,6 +27,14 @@ fn objects_survive_two_providers_killed() {
     let cli = cluster.providers[0].node.json(&["peers"]);
     assert_eq!(cli["providers"].as_array().unwrap().len(), 8);
 
+    // More shards than providers: refused up front, saying why.
+    let small = cluster.client.path("small");
+    std::fs::write(&small, pseudo_random(10_000, 1)).unwrap();
+    let out = cluster.client.run(&["client", "put", small.to_str().unwrap(), "--data", "6", "--parity", "4"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot place 10 shards") && err.contains('8'), "{err}");
+
     // 20 objects of varied sizes, k = 4, m = 2.
     let sizes = [
         1usize,
@@ -102,7 +110,8 @@ fn objects_survive_two_providers_killed() {
 
     // Repair: within a bounded time every object again has k + m shards, each verified by a
     // challenge, on live providers only.
-    for (i, (id, _, _)) in objects.iter().enumerate() {
+    let mut repaired = 0;
+    for (i, (id, _, put)) in objects.iter().enumerate() {
         let report = wait_for(Duration::from_secs(120), &format!("object {i} to be repaired"), || {
             let out = cluster.client.run(&["client", "check", id, "--json"]);
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -114,8 +123,13 @@ fn objects_survive_two_providers_killed() {
         for d in &dead {
             assert!(!holders.contains(d.as_str()), "dead provider still a holder: {report}");
         }
-        assert!(report["version"].as_u64().unwrap() >= 2, "holder list was bumped: {report}");
+        // Objects that lost a holder got a new holder list; the others kept theirs.
+        let lost =
+            put["holders"].as_array().unwrap().iter().any(|h| dead.iter().any(|d| h["peer"] == d.as_str()));
+        assert_eq!(report["version"].as_u64().unwrap() >= 2, lost, "holder list version: {report}");
+        repaired += usize::from(lost);
     }
+    assert!(repaired >= 1);
     // And the repaired objects still read back.
     let out = cluster.client.path("after-repair");
     cluster.client_json(&["client", "get", &objects[19].0, "-o", out.to_str().unwrap()]);
