@@ -41,6 +41,32 @@ pub fn shard_matches(manifest: &Manifest, index: u16, data: &[u8]) -> bool {
         && shard_root(data, g.segment_size) == manifest.shard_roots[usize::from(index)]
 }
 
+/// Splits one stripe's object bytes into `k` zero-padded pieces and codes the `n - k` parity
+/// pieces: the `n` pieces this stripe contributes to the shards, in shard order.
+pub(crate) fn code_stripe(
+    rs: &ReedSolomon,
+    obj: &[u8],
+    sp: &crate::manifest::StripeSpan,
+    n: usize,
+    k: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let piece = sp.piece_len as usize;
+    let mut pieces: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut v = vec![0u8; piece];
+            if i < k {
+                let lo = (i * piece).min(obj.len());
+                let hi = ((i + 1) * piece).min(obj.len());
+                v[..hi - lo].copy_from_slice(&obj[lo..hi]);
+            }
+            v
+        })
+        .collect();
+    rs.encode(&mut pieces)
+        .map_err(|e| StoreError::Params(DecodeError::new("erasure coding", format!("{e:?}"))))?;
+    Ok(pieces)
+}
+
 /// Codes `data` into the `k + m` shards of `geometry` (whose `size` must be `data.len()`) and
 /// returns the manifest committing to them.
 pub fn encode_object(data: &[u8], geometry: Geometry) -> Result<(Manifest, Vec<Vec<u8>>)> {
@@ -60,23 +86,15 @@ pub fn encode_object(data: &[u8], geometry: Geometry) -> Result<(Manifest, Vec<V
         .into_par_iter()
         .map(|s| {
             let sp = g.stripe(s);
-            let obj = &data[sp.object_offset as usize..(sp.object_offset + sp.object_len) as usize];
-            let piece = sp.piece_len as usize;
-            let mut pieces: Vec<Vec<u8>> = (0..n)
-                .map(|i| {
-                    let mut v = vec![0u8; piece];
-                    if i < k {
-                        let lo = (i * piece).min(obj.len());
-                        let hi = ((i + 1) * piece).min(obj.len());
-                        v[..hi - lo].copy_from_slice(&obj[lo..hi]);
-                    }
-                    v
-                })
-                .collect();
-            rs.encode(&mut pieces).map(|_| pieces)
+            code_stripe(
+                &rs,
+                &data[sp.object_offset as usize..(sp.object_offset + sp.object_len) as usize],
+                &sp,
+                n,
+                k,
+            )
         })
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| StoreError::Params(DecodeError::new("erasure coding", format!("{e:?}"))))?;
+        .collect::<Result<_>>()?;
     let mut shards: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(shard_len)).collect();
     for stripe in stripes {
         for (shard, piece) in shards.iter_mut().zip(stripe) {

@@ -20,12 +20,13 @@ use libp2p::{Multiaddr, PeerId};
 use tokio_util::sync::CancellationToken;
 
 use super::Output;
-use crate::config::{ByteSize, Config};
+use super::store::CodingArgs;
+use crate::config::Config;
 use crate::keys;
 use crate::net::node::{self, NodeHandle, split_peer};
 use crate::net::protocol::{Holder, Request, Response};
 use crate::net::repair::challenge;
-use crate::net::transfer::{HolderReport, fetch, find_record, place};
+use crate::net::transfer::{HolderReport, fetch, find_record, gather, place};
 
 /// `client` subcommands.
 #[derive(Subcommand, Debug)]
@@ -34,15 +35,9 @@ pub enum ClientCmd {
     Put {
         /// The file.
         file: PathBuf,
-        /// Data shards per stripe (k); default from storage.data.
-        #[arg(long)]
-        data: Option<u16>,
-        /// Parity shards per stripe (m); default from storage.parity.
-        #[arg(long)]
-        parity: Option<u16>,
-        /// Object bytes per stripe; default from storage.stripe_size.
-        #[arg(long)]
-        stripe_size: Option<ByteSize>,
+        /// Erasure coding.
+        #[command(flatten)]
+        coding: CodingArgs,
         /// Seconds to wait for providers to answer.
         #[arg(long, default_value_t = 20)]
         timeout: u64,
@@ -152,26 +147,14 @@ impl Client {
                 set.spawn(async move { (peer, node.request(peer, vec![addr], Request::Providers).await) });
             }
             let mut learned = 0;
-            let mut settle: Option<tokio::time::Instant> = None;
-            loop {
-                let next = match settle {
-                    Some(t) => match tokio::time::timeout_at(t, set.join_next()).await {
-                        Ok(n) => n,
-                        Err(_) => break,
-                    },
-                    None => set.join_next().await,
-                };
-                let Some(done) = next else { break };
-                match done? {
-                    (peer, Ok(Response::Providers(list))) => {
-                        learned += self.node.learn(Some(peer), list).await?;
-                        settle.get_or_insert(tokio::time::Instant::now() + crate::net::transfer::SETTLE);
-                    }
-                    (peer, Ok(other)) => last_err = format!("{peer} answered {other:?}"),
-                    (_, Err(e)) => last_err = e.to_string(),
+            let answers = gather(set, |(_, r)| matches!(r, Ok(Response::Providers(_)))).await?;
+            for (peer, r) in answers {
+                match r {
+                    Ok(Response::Providers(list)) => learned += self.node.learn(Some(peer), list).await?,
+                    Ok(other) => last_err = format!("{peer} answered {other:?}"),
+                    Err(e) => last_err = e.to_string(),
                 }
             }
-            set.abort_all();
             if learned > 0 || Instant::now() >= deadline {
                 if learned == 0 {
                     bail!(
@@ -196,10 +179,8 @@ pub fn run(cfg: &Config, cmd: ClientCmd, out: &Output) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         match cmd {
-            ClientCmd::Put { file, data, parity, stripe_size, timeout } => {
-                let k = data.unwrap_or(cfg.storage.data);
-                let m = parity.unwrap_or(cfg.storage.parity);
-                let stripe = stripe_size.unwrap_or(cfg.storage.stripe_size).0;
+            ClientCmd::Put { file, coding, timeout } => {
+                let (k, m, stripe) = coding.resolve(cfg)?;
                 let r = put(cfg, file, k, m, stripe, Duration::from_secs(timeout), out).await?;
                 out.print(&r, || {
                     let mut s = format!(
@@ -313,7 +294,7 @@ async fn put(
     file: PathBuf,
     k: u16,
     m: u16,
-    stripe: u64,
+    stripe: u32,
     timeout: Duration,
     out: &Output,
 ) -> Result<PutResult> {
@@ -323,7 +304,7 @@ async fn put(
         size: data.len() as u64,
         data: k,
         parity: m,
-        stripe_size: Geometry::round_stripe(u32::try_from(stripe).unwrap_or(u32::MAX), k),
+        stripe_size: Geometry::round_stripe(stripe, k),
         segment_size: cfg.storage.segment_size.0 as u32,
     };
     geometry.validate().map_err(|e| anyhow!("--data/--parity/--stripe-size: {e}"))?;

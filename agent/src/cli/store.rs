@@ -12,6 +12,32 @@ use clap::Subcommand;
 use super::Output;
 use crate::config::{ByteSize, Config};
 
+/// Erasure-coding flags shared by `store put` and `client put`; unset ones come from `[storage]`.
+#[derive(clap::Args, Debug)]
+pub struct CodingArgs {
+    /// Data shards per stripe (k); default from storage.data.
+    #[arg(long)]
+    pub data: Option<u16>,
+    /// Parity shards per stripe (m); default from storage.parity.
+    #[arg(long)]
+    pub parity: Option<u16>,
+    /// Object bytes per stripe, e.g. `1 MiB`; default from storage.stripe_size.
+    #[arg(long)]
+    pub stripe_size: Option<ByteSize>,
+}
+
+impl CodingArgs {
+    /// `(k, m, stripe bytes)` with the config's defaults filled in.
+    pub fn resolve(&self, cfg: &Config) -> Result<(u16, u16, u32)> {
+        Ok((
+            self.data.unwrap_or(cfg.storage.data),
+            self.parity.unwrap_or(cfg.storage.parity),
+            u32::try_from(self.stripe_size.unwrap_or(cfg.storage.stripe_size).0)
+                .context("--stripe-size: at most 256 MiB")?,
+        ))
+    }
+}
+
 /// `store` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum StoreCmd {
@@ -19,15 +45,9 @@ pub enum StoreCmd {
     Put {
         /// The file.
         file: PathBuf,
-        /// Data shards per stripe (k); default from storage.data.
-        #[arg(long)]
-        data: Option<u16>,
-        /// Parity shards per stripe (m); default from storage.parity.
-        #[arg(long)]
-        parity: Option<u16>,
-        /// Object bytes per stripe, e.g. `1 MiB`; default from storage.stripe_size.
-        #[arg(long)]
-        stripe_size: Option<ByteSize>,
+        /// Erasure coding.
+        #[command(flatten)]
+        coding: CodingArgs,
     },
     /// Read an object back, rebuilding and repairing damaged shards.
     Get {
@@ -115,16 +135,12 @@ pub fn run(cfg: &Config, cmd: StoreCmd, out: &Output) -> Result<ExitCode> {
 
 fn run_with(store: &Store, cfg: &Config, cmd: StoreCmd, out: &Output) -> Result<ExitCode> {
     match cmd {
-        StoreCmd::Put { file, data, parity, stripe_size } => {
+        StoreCmd::Put { file, coding } => {
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
             let size = f.metadata().with_context(|| format!("reading {}", file.display()))?.len();
-            let params = PutParams {
-                data: data.unwrap_or(cfg.storage.data),
-                parity: parity.unwrap_or(cfg.storage.parity),
-                stripe_size: u32::try_from(stripe_size.unwrap_or(cfg.storage.stripe_size).0)
-                    .context("--stripe-size: at most 256 MiB")?,
-                segment_size: cfg.storage.segment_size.0 as u32,
-            };
+            let (data, parity, stripe_size) = coding.resolve(cfg)?;
+            let params =
+                PutParams { data, parity, stripe_size, segment_size: cfg.storage.segment_size.0 as u32 };
             let bar = out.progress(size, "storing");
             let r = store
                 .put(&mut BufReader::with_capacity(1 << 20, f), size, params, &mut |n| bar.set_position(n));

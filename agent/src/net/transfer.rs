@@ -20,6 +20,30 @@ use super::service::decode_manifest;
 /// How long to keep listening for more answers once a good one is in.
 pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Collects the results of `set`; once one satisfies `good`, waits at most [`SETTLE`] for the
+/// rest and aborts them, so an unreachable peer costs no dial timeout.
+pub async fn gather<T: Send + 'static>(mut set: JoinSet<T>, good: impl Fn(&T) -> bool) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    let mut settle: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match settle {
+            Some(t) => match tokio::time::timeout_at(t, set.join_next()).await {
+                Ok(n) => n,
+                Err(_) => break,
+            },
+            None => set.join_next().await,
+        };
+        let Some(done) = next else { break };
+        let v = done?;
+        if good(&v) {
+            settle.get_or_insert(tokio::time::Instant::now() + SETTLE);
+        }
+        out.push(v);
+    }
+    set.abort_all();
+    Ok(out)
+}
+
 /// Which peer holds (or served) shard `index`.
 #[derive(serde::Serialize)]
 pub struct HolderReport {
@@ -250,25 +274,15 @@ pub async fn find_record(
         set.spawn(async move { (peer, node.request(peer, vec![], req).await) });
     }
     let mut best: Option<(u64, Manifest, Vec<Holder>)> = None;
-    // Once one record is in, give the others a moment (a newer version may come) but do not wait
-    // for unreachable peers to time out.
-    let mut settle: Option<tokio::time::Instant> = None;
-    loop {
-        let next = match settle {
-            Some(t) => match tokio::time::timeout_at(t, set.join_next()).await {
-                Ok(n) => n,
-                Err(_) => break,
-            },
-            None => set.join_next().await,
-        };
-        let Some(done) = next else { break };
-        let (peer, r) = done?;
+    let answers =
+        gather(set, |(_, r)| matches!(r, Ok(Response::Manifest { holders, .. }) if !holders.is_empty()))
+            .await?;
+    for (peer, r) in answers {
         match r {
             Ok(Response::Manifest { manifest, version, holders }) => match decode_manifest(&manifest) {
                 Ok(m) if m.object_id() == *id => {
                     if !holders.is_empty() && best.as_ref().is_none_or(|b| version > b.0) {
                         best = Some((version, m, holders));
-                        settle.get_or_insert(tokio::time::Instant::now() + SETTLE);
                     }
                 }
                 Ok(_) => {
@@ -286,7 +300,6 @@ pub async fn find_record(
             Err(e) => tracing::debug!(%peer, error = %e, "manifest request failed"),
         }
     }
-    set.abort_all();
     let (version, m, holders) = best.ok_or_else(|| {
         anyhow!("no provider knows object {} (asked the DHT and every known provider)", id.to_hex())
     })?;

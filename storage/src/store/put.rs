@@ -155,23 +155,15 @@ impl Store {
                 .par_iter()
                 .map(|sp| {
                     let start = (sp.object_offset - base) as usize;
-                    let data = &input_buf[start..start + sp.object_len as usize];
-                    let piece = sp.piece_len as usize;
-                    let mut shards: Vec<Vec<u8>> = (0..n)
-                        .map(|i| {
-                            let mut v = vec![0u8; piece];
-                            if i < k {
-                                let lo = (i * piece).min(data.len());
-                                let hi = ((i + 1) * piece).min(data.len());
-                                v[..hi - lo].copy_from_slice(&data[lo..hi]);
-                            }
-                            v
-                        })
-                        .collect();
-                    rs.encode(&mut shards).map(|_| shards)
+                    crate::coding::code_stripe(
+                        &rs,
+                        &input_buf[start..start + sp.object_len as usize],
+                        sp,
+                        n,
+                        k,
+                    )
                 })
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| StoreError::Params(DecodeError::new("erasure coding", format!("{e:?}"))))?;
+                .collect::<Result<_>>()?;
 
             let last_batch = end == stripes;
             let mut ready = Vec::new();
