@@ -1,4 +1,5 @@
-//! `bigfile-agent bench …`: throughput as ratios against raw baselines measured in the same run.
+//! `bigfile-agent bench storage|network`: throughput as ratios against raw baselines measured in
+//! the same run.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,11 +23,26 @@ pub enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The shard protocol against raw loopback TCP, and put/get across k + m in-process provider
+    /// agents against the local store.
+    Network {
+        /// Shard moved node to node by the transfer measurements.
+        #[arg(long, default_value = "64 MiB")]
+        shard_size: ByteSize,
+        /// Object put and got across the providers.
+        #[arg(long, default_value = "256 MiB")]
+        size: ByteSize,
+        /// Directory for the providers' scratch stores (default: inside node.data_dir, or /tmp
+        /// when there is no config).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Runs a benchmark.
 pub fn run(config: &Path, cmd: BenchCmd, out: &Output) -> Result<ExitCode> {
     match cmd {
+        BenchCmd::Network { shard_size, size, dir } => network(config, shard_size, size, dir, out),
         BenchCmd::Storage { size, dir } => {
             let cfg = if config.exists() { Some(Config::load(config)?) } else { None };
             let storage = cfg.as_ref().map(|c| c.storage.clone()).unwrap_or_default();
@@ -81,4 +97,63 @@ pub fn run(config: &Path, cmd: BenchCmd, out: &Output) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn network(
+    config: &Path,
+    shard_size: ByteSize,
+    size: ByteSize,
+    dir: Option<PathBuf>,
+    out: &Output,
+) -> Result<ExitCode> {
+    let loaded = config.exists();
+    let cfg = if loaded { Config::load(config)? } else { Config::default() };
+    let dir = dir.unwrap_or_else(|| {
+        if loaded {
+            cfg.node.data_dir.join("bench-scratch")
+        } else {
+            std::env::temp_dir().join(format!("bigfile-bench-{}", std::process::id()))
+        }
+    });
+    let mut opts = crate::net::bench::NetBenchOptions::new(cfg, dir);
+    opts.shard_bytes = shard_size.0;
+    opts.object_bytes = size.0;
+    let quiet = out.json;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let r = rt.block_on(crate::net::bench::run(&opts, &mut |step| {
+        if !quiet {
+            eprintln!("  {step}");
+        }
+    }))?;
+    out.print(&r, || {
+        format!(
+            "network benchmark ({} shard x {}, {} object k={} m={} on {} providers, {} cores; loopback TCP)\n\
+             \x20 transfer_vs_tcp        {:.3}  (GetShard from memory {:.0} MB/s, raw TCP {:.0} MB/s)\n\
+             \x20 get_shard_store_vs_tcp {:.3}  (GetShard from a store {:.0} MB/s)\n\
+             \x20 codec alone            encode {:.0} MB/s, decode {:.0} MB/s (one thread, in memory)\n\
+             \x20 put_vs_local           {:.3}  (encode + place {:.0} MB/s, local Store::put {:.0} MB/s)\n\
+             \x20 get_vs_local           {:.3}  (fetch + decode {:.0} MB/s, local Store::get {:.0} MB/s)",
+            ByteSize(r.shard_bytes),
+            r.repetitions,
+            ByteSize(r.object_bytes),
+            r.data,
+            r.parity,
+            r.providers,
+            r.cores,
+            r.transfer_vs_tcp,
+            r.transfer_mb_s,
+            r.tcp_mb_s,
+            r.get_shard_store_vs_tcp,
+            r.get_shard_store_mb_s,
+            r.codec_encode_mb_s,
+            r.codec_decode_mb_s,
+            r.put_vs_local,
+            r.put_mb_s,
+            r.local_put_mb_s,
+            r.get_vs_local,
+            r.get_mb_s,
+            r.local_get_mb_s,
+        )
+    });
+    Ok(ExitCode::SUCCESS)
 }
