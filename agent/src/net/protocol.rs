@@ -25,6 +25,33 @@ pub const MAX_HOLDERS: usize = 256;
 /// Most announcements one `Providers` answer carries.
 pub const MAX_ANNOUNCEMENTS: usize = 1024;
 
+/// Byte strings as serde bytes (one length and a copy) rather than a sequence of `u8` (one call
+/// per byte); postcard writes both the same way, so the wire format does not change.
+mod bytes {
+    use serde::{Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
 /// A 32-byte object id on the wire.
 pub type Id = [u8; 32];
 
@@ -51,6 +78,7 @@ pub enum Request {
         /// Shard index.
         index: u16,
         /// The whole shard.
+        #[serde(with = "bytes")]
         data: Vec<u8>,
     },
     /// Keep the manifest and the holder list of an object (a higher `version` replaces a lower).
@@ -149,7 +177,7 @@ pub enum Response {
         holders: Vec<Holder>,
     },
     /// Shard bytes.
-    Data(Vec<u8>),
+    Data(#[serde(with = "bytes")] Vec<u8>),
     /// Answer to `HasShard`.
     Has(bool),
     /// A segment with its sibling hashes, leaf level first.
@@ -193,11 +221,14 @@ pub async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: u64) -> io::Resul
     if len > max {
         return Err(invalid(format!("message of {len} bytes exceeds the limit of {max}")));
     }
-    // Grow as bytes arrive instead of trusting the length with one big allocation.
-    let mut buf = Vec::with_capacity(len.min(1 << 20) as usize);
-    io.take(len).read_to_end(&mut buf).await?;
-    if buf.len() as u64 != len {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "message cut short"));
+    // Grow geometrically as bytes arrive instead of trusting the length with one big
+    // allocation; each step is one read_exact into the new part.
+    let len = len as usize;
+    let mut buf = Vec::new();
+    while buf.len() < len {
+        let from = buf.len();
+        buf.resize((from.max(1 << 20) * 2).min(len), 0);
+        io.read_exact(&mut buf[from..]).await?;
     }
     Ok(buf)
 }
