@@ -68,6 +68,17 @@ pub async fn announce_task(
         _ = cancel.cancelled() => return Ok(()),
         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
     }
+    // Kademlia keeps provider records in memory: after a restart, publish them again for every
+    // object this node holds a shard of.
+    let s = store.clone();
+    let held = tokio::task::spawn_blocking(move || s.list_shards()).await??;
+    let mut objects: Vec<String> = held.into_iter().map(|h| h.object).collect();
+    objects.dedup();
+    for id in objects {
+        if let Ok(id) = bigfile_storage::ObjectId::from_hex(&id) {
+            node.start_providing(id.0.to_vec()).await?;
+        }
+    }
     let mut last = 0;
     loop {
         tokio::select! {

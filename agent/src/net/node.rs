@@ -626,9 +626,15 @@ impl EventLoop {
                 {
                     found.extend(providers);
                 }
-                if step.last
+                // Any holder can name all the others (the holder list), so the first providers
+                // found are enough: answer at once instead of waiting for unreachable peers.
+                let found_some = self.provider_queries.get(&id).is_some_and(|(f, _)| !f.is_empty());
+                if (step.last || found_some)
                     && let Some((found, reply)) = self.provider_queries.remove(&id)
                 {
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
                     let _ = reply.send(found);
                 }
             }

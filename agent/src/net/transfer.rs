@@ -18,7 +18,7 @@ use super::select::{Candidate, select};
 use super::service::decode_manifest;
 
 /// How long to keep listening for more answers once a good one is in.
-pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Collects the results of `set`; once one satisfies `good`, waits at most [`SETTLE`] for the
 /// rest and aborts them, so an unreachable peer costs no dial timeout.
@@ -262,7 +262,14 @@ pub async fn find_record(
     id: &ObjectId,
     failed: &mut Vec<String>,
 ) -> Result<(Manifest, Vec<Holder>, u64)> {
-    let mut peers: Vec<PeerId> = node.find_providers(id.0.to_vec()).await?.into_iter().collect();
+    // The DHT usually answers at once; never let a query stuck on dead peers hold up a read.
+    let mut peers: Vec<PeerId> =
+        match tokio::time::timeout(std::time::Duration::from_secs(3), node.find_providers(id.0.to_vec()))
+            .await
+        {
+            Ok(found) => found?.into_iter().collect(),
+            Err(_) => Vec::new(),
+        };
     if peers.is_empty() {
         peers = node.providers().await?.into_iter().map(|a| a.body.peer_id).collect();
     }
