@@ -37,10 +37,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::announce::{Availability, SignedAvailability};
+use super::announce::SignedAvailability;
 use super::node::{self, InboundRequest, NodeHandle};
 use super::protocol::{Codec, PROTOCOL, Request, Response};
-use super::{AGENT_VERSION, service, transfer};
+use super::{service, transfer};
 use crate::config::{ByteSize, Config};
 
 /// Shard memory prepared for the direct-answer measurement is capped at this many bytes.
@@ -244,18 +244,7 @@ impl Bench {
         let s = store.clone();
         let usage = tokio::task::spawn_blocking(move || s.usage()).await??;
         let chain_key = ChainKey::random();
-        let body = Availability {
-            peer_id: handle.peer_id(),
-            address: chain_key.address(),
-            listen_addrs: addrs,
-            free_bytes: usage.free_bytes,
-            stored_bytes: usage.used_bytes,
-            gpus: vec![],
-            price_per_gib_month: u128::from(cfg.network.price_per_gib_month),
-            version: AGENT_VERSION.into(),
-            timestamp: super::now_unix(),
-        };
-        Ok(SignedAvailability::sign(body, &chain_key, &identity)?)
+        Ok(super::sign_availability(&chain_key, &identity, addrs, &usage, cfg, super::now_unix())?)
     }
 
     /// Stops every task, waits until nothing else holds a store, and closes the stores.

@@ -52,6 +52,30 @@ fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// This provider's availability (space from `usage`, price from `cfg`) at `timestamp`, signed by
+/// both of its keys.
+pub fn sign_availability(
+    chain_key: &ChainKey,
+    identity: &Keypair,
+    listen_addrs: Vec<Multiaddr>,
+    usage: &bigfile_storage::Usage,
+    cfg: &Config,
+    timestamp: u64,
+) -> Result<SignedAvailability, announce::AnnounceError> {
+    let body = Availability {
+        peer_id: identity.public().to_peer_id(),
+        address: chain_key.address(),
+        listen_addrs,
+        free_bytes: usage.free_bytes,
+        stored_bytes: usage.used_bytes,
+        gpus: vec![],
+        price_per_gib_month: u128::from(cfg.network.price_per_gib_month),
+        version: AGENT_VERSION.into(),
+        timestamp,
+    };
+    SignedAvailability::sign(body, chain_key, identity)
+}
+
 /// Signs and publishes this provider's availability every `interval` until cancelled.
 pub async fn announce_task(
     node: NodeHandle,
@@ -97,18 +121,6 @@ pub async fn announce_task(
         addrs.extend(external.iter().cloned());
         addrs.dedup();
         addrs.truncate(16);
-        let body = Availability {
-            peer_id: node.peer_id(),
-            address: chain_key.address(),
-            listen_addrs: addrs,
-            free_bytes: usage.free_bytes,
-            stored_bytes: usage.used_bytes,
-            gpus: vec![],
-            price_per_gib_month: u128::from(cfg.network.price_per_gib_month),
-            version: AGENT_VERSION.into(),
-            timestamp: last,
-        };
-        let signed = SignedAvailability::sign(body, &chain_key, &identity)?;
-        node.publish(signed).await?;
+        node.publish(sign_availability(&chain_key, &identity, addrs, &usage, &cfg, last)?).await?;
     }
 }

@@ -144,9 +144,6 @@ enum Command {
         points: i32,
         why: String,
     },
-    Dial {
-        addr: Multiaddr,
-    },
 }
 
 /// The cloneable way into the node.
@@ -212,11 +209,6 @@ impl NodeHandle {
     /// Scores `peer` down for misbehaviour and disconnects it; enough points ban it.
     pub async fn penalize(&self, peer: PeerId, points: i32, why: impl Into<String>) {
         let _ = self.tx.send(Command::Penalize { peer, points, why: why.into() }).await;
-    }
-
-    /// Dials an address.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
-        self.tx.send(Command::Dial { addr }).await.map_err(|_| NetError::Stopped)
     }
 }
 
@@ -551,11 +543,6 @@ impl EventLoop {
                 self.provider_queries.insert(id, (HashSet::new(), reply));
             }
             Command::Penalize { peer, points, why } => self.penalize(peer, points, &why),
-            Command::Dial { addr } => {
-                if let Err(e) = self.swarm.dial(addr.clone()) {
-                    tracing::debug!(%addr, error = %e, "dial failed");
-                }
-            }
         }
     }
 
