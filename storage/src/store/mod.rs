@@ -135,12 +135,7 @@ impl Store {
         }
         std::fs::create_dir_all(&cfg.path)
             .map_err(|source| StoreError::Open { path: cfg.path.clone(), source })?;
-        let db = sled::Config::new()
-            .path(&cfg.path)
-            .cache_capacity(cfg.cache_bytes)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|e| open_error(e, &cfg.path))?;
+        let db = open_db(cfg)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| StoreError::from_db(e, &cfg.path));
         let store = Store {
             blocks: tree("blocks")?,
@@ -418,6 +413,29 @@ fn add_counter(
     })?;
     t.insert(key, &new.to_be_bytes())?;
     Ok(())
+}
+
+/// Opens sled, waiting briefly when the lock is held: sled's I/O threads keep the file (and its
+/// lock) open for a moment after a `Store` in this process is dropped, so an immediate reopen
+/// can see `Locked` although nobody uses the store. Another process holding it still gets
+/// `Locked`, after the wait.
+fn open_db(cfg: &StoreConfig) -> Result<sled::Db> {
+    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(&cfg.path)
+            .cache_capacity(cfg.cache_bytes)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| open_error(e, &cfg.path));
+        match opened {
+            Err(StoreError::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn open_error(e: sled::Error, path: &Path) -> StoreError {
