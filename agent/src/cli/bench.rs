@@ -128,9 +128,9 @@ fn network(
     out.print(&r, || {
         format!(
             "network benchmark ({} shard x {}, {} object k={} m={} on {} providers, {} cores; loopback TCP)\n\
-             \x20 transfer_vs_tcp        {:.3}  (GetShard from memory {:.0} MB/s, raw TCP {:.0} MB/s)\n\
-             \x20 get_shard_store_vs_tcp {:.3}  (GetShard from a store {:.0} MB/s)\n\
-             \x20 codec alone            encode {:.0} MB/s, decode {:.0} MB/s (one thread, in memory)\n\
+             \x20 transfer_vs_tcp        {:.3}  (shard stream from memory {:.0} MB/s, raw TCP {:.0} MB/s)\n\
+             \x20 get_shard_store_vs_tcp {:.3}  (shard stream from a store {:.0} MB/s)\n\
+             \x20 one GetShard message   {:.0} MB/s (request-response; codec alone: encode {:.0} MB/s, decode {:.0} MB/s)\n\
              \x20 put_vs_local           {:.3}  (encode + place {:.0} MB/s, local Store::put {:.0} MB/s)\n\
              \x20 get_vs_local           {:.3}  (fetch + decode {:.0} MB/s, local Store::get {:.0} MB/s)",
             ByteSize(r.shard_bytes),
@@ -145,6 +145,7 @@ fn network(
             r.tcp_mb_s,
             r.get_shard_store_vs_tcp,
             r.get_shard_store_mb_s,
+            r.request_response_mb_s,
             r.codec_encode_mb_s,
             r.codec_decode_mb_s,
             r.put_vs_local,

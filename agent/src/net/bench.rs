@@ -2,16 +2,19 @@
 //! and get across in-process providers measured against the local store, all in one run.
 //!
 //! Every node runs in this process and talks to the others over real TCP on 127.0.0.1 (Noise,
-//! Yamux, the request-response codec — the whole production stack; QUIC is not used). Headline
+//! Yamux, the shard protocols — the whole production stack; QUIC is not used). Headline
 //! figures are ratios, higher is better for the network path, so that they mean the same on any
 //! machine; absolute throughputs are reported beside them in MB/s (10^6 bytes per second).
 //!
-//! - `transfer_vs_tcp`: one shard fetched with `GetShard` from a node whose inbound requests are
-//!   answered at once from buffers prepared before the clock starts, so only framing, Noise and
-//!   Yamux are measured, ÷ the same bytes, request by request, over a plain tokio `TcpStream`.
+//! - `transfer_vs_tcp`: one shard downloaded on the shard stream protocol ([`stream`]) from a
+//!   node whose source is a buffer in memory (a memcpy per slice), so only the stream framing,
+//!   Noise and Yamux are measured, ÷ the same bytes, request by request, over a plain tokio
+//!   `TcpStream`.
 //! - `get_shard_store_vs_tcp`: the same, answered by [`service::serve`] from a real [`Store`].
-//! - `codec_encode_mb_s` / `codec_decode_mb_s` (no ratio): the shard codec alone writing and
-//!   reading one such answer in memory on one thread — the ceiling the framing puts on a transfer.
+//! - `request_response_mb_s` (no ratio): the same shard as one `GetShard` request-response
+//!   message answered from memory — what the stream protocol replaced for bulk reads.
+//! - `codec_encode_mb_s` / `codec_decode_mb_s` (no ratio): the request-response codec alone
+//!   writing and reading one such answer in memory on one thread.
 //! - `put_vs_local` / `get_vs_local`: an object coded with `k + m` shards, placed on `k + m`
 //!   providers with [`transfer::place`] (the time includes `encode_object`) and fetched back
 //!   with [`transfer::fetch`] and `decode_object`, ÷ `Store::put` / `Store::get` of the same
@@ -21,14 +24,14 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bigfile_chain::ChainKey;
 use bigfile_storage::bench::pseudo_random;
 use bigfile_storage::coding::{decode_object, encode_object};
-use bigfile_storage::{Geometry, PutParams, Store, StoreConfig};
+use bigfile_storage::{Geometry, ObjectId, PutParams, Store, StoreConfig};
 use indicatif::ProgressBar;
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
@@ -40,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::announce::SignedAvailability;
 use super::node::{self, InboundRequest, NodeHandle};
 use super::protocol::{Codec, PROTOCOL, Request, Response};
-use super::{service, transfer};
+use super::{service, stream, transfer};
 use crate::config::{ByteSize, Config};
 
 /// Shard memory prepared for the direct-answer measurement is capped at this many bytes.
@@ -79,9 +82,9 @@ impl NetBenchOptions {
 /// `*_mb_s` are throughputs in MB/s of shard bytes (transfers) or object bytes (put, get).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct NetBenchReport {
-    /// `GetShard` answered from memory ÷ raw loopback TCP of the same bytes.
+    /// A shard stream answered from memory ÷ raw loopback TCP of the same bytes.
     pub transfer_vs_tcp: f64,
-    /// `GetShard` answered by the shard service from a store ÷ raw loopback TCP.
+    /// A shard stream answered by the shard service from a store ÷ raw loopback TCP.
     pub get_shard_store_vs_tcp: f64,
     /// Encode + place on `k + m` providers ÷ local `Store::put`.
     pub put_vs_local: f64,
@@ -91,10 +94,12 @@ pub struct NetBenchReport {
     pub shard_bytes: u64,
     /// Timed transfers of that shard, the same number for each of the three.
     pub repetitions: u64,
-    /// `GetShard` answered from memory.
+    /// Shard stream answered from memory.
     pub transfer_mb_s: f64,
-    /// `GetShard` answered from a store.
+    /// Shard stream answered from a store.
     pub get_shard_store_mb_s: f64,
+    /// One `GetShard` request-response message answered from memory.
+    pub request_response_mb_s: f64,
     /// Request + shard over a plain `TcpStream`.
     pub tcp_mb_s: f64,
     /// The shard codec writing one `Data` answer of `shard_bytes` to a byte sink, one thread.
@@ -293,6 +298,7 @@ struct Transfers {
     reps: u64,
     memory_mb_s: f64,
     store_mb_s: f64,
+    request_response_mb_s: f64,
     tcp_mb_s: f64,
     codec_encode_mb_s: f64,
     codec_decode_mb_s: f64,
@@ -344,6 +350,7 @@ async fn measure(
         repetitions: t.reps,
         transfer_mb_s: t.memory_mb_s,
         get_shard_store_mb_s: t.store_mb_s,
+        request_response_mb_s: t.request_response_mb_s,
         tcp_mb_s: t.tcp_mb_s,
         codec_encode_mb_s: t.codec_encode_mb_s,
         codec_decode_mb_s: t.codec_decode_mb_s,
@@ -372,20 +379,27 @@ async fn transfers(
 ) -> Result<Transfers> {
     let shard = Arc::new(pseudo_random(usize::try_from(opts.shard_bytes)?, 0x5851_f42d_4c95_7f2d));
     let (server, inbound, _, server_addrs) = bench.node(cfg, true).await?;
-    let pool = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
-    bench.tasks.spawn(answer_from_memory(inbound, shard.clone(), pool.clone(), bench.cancel.child_token()));
+    bench.tasks.spawn(answer_from_memory(inbound, shard.clone(), bench.cancel.child_token()));
+    let memory: Arc<dyn stream::ShardSource> = Arc::new(Memory(shard.clone()));
+    let (node, token) = (server.clone(), bench.cancel.child_token());
+    bench.tasks.spawn(async move {
+        if let Err(e) = stream::serve(memory, node, token).await {
+            tracing::warn!(error = %e, "benchmark stream service failed");
+        }
+    });
     let get = Request::GetShard { id: [0; 32], index: 0, offset: 0, len: opts.shard_bytes };
     // The first transfer dials, runs the handshakes and tells how many repetitions to time.
     let first = Instant::now();
-    get_shard(client, &server, &server_addrs, &get, &shard, true).await?;
+    get_shard(client, &server, &server_addrs, &get, &shard, Via::Stream, true).await?;
     let once = first.elapsed().as_secs_f64();
     let cap = (POOL_BYTES / opts.shard_bytes).max(MIN_REPS);
     let reps = ((opts.min_secs / once.max(1e-6)).ceil() as u64).clamp(MIN_REPS, cap);
-    pool.lock().map_err(|_| anyhow!("buffer pool poisoned"))?.extend((0..reps).map(|_| shard.to_vec()));
-    let secs = repeat(client, &server, &server_addrs, &get, &shard, reps).await?;
+    let secs = repeat(client, &server, &server_addrs, &get, &shard, Via::Stream, reps).await?;
     let moved = (opts.shard_bytes * reps) as f64;
-    let what = format!("GetShard answered from memory ({reps} x {})", ByteSize(opts.shard_bytes));
+    let what = format!("shard stream answered from memory ({reps} x {})", ByteSize(opts.shard_bytes));
     let memory_mb_s = say(progress, &what, moved, secs);
+    let secs = repeat(client, &server, &server_addrs, &get, &shard, Via::Message, reps).await?;
+    let request_response_mb_s = say(progress, "one GetShard message answered from memory", moved, secs);
     let tcp_mb_s = say(progress, "raw loopback TCP, same bytes", moved, tcp_baseline(&shard, reps).await?);
     let (data, max_shard) = (shard.clone(), cfg.network.max_shard_size.0);
     let (enc, dec) =
@@ -410,11 +424,19 @@ async fn transfers(
     let mut padded = shard.to_vec();
     padded.resize(usize::try_from(single.shard_len())?, 0);
     let get = Request::GetShard { id, index: 0, offset: 0, len: single.shard_len() };
-    get_shard(client, &holder, &holder_addrs, &get, &padded, true).await?;
-    let secs = repeat(client, &holder, &holder_addrs, &get, &padded, reps).await?;
+    get_shard(client, &holder, &holder_addrs, &get, &padded, Via::Stream, true).await?;
+    let secs = repeat(client, &holder, &holder_addrs, &get, &padded, Via::Stream, reps).await?;
     let store_mb_s =
-        say(progress, "GetShard answered from a store", (single.shard_len() * reps) as f64, secs);
-    Ok(Transfers { reps, memory_mb_s, store_mb_s, tcp_mb_s, codec_encode_mb_s, codec_decode_mb_s })
+        say(progress, "shard stream answered from a store", (single.shard_len() * reps) as f64, secs);
+    Ok(Transfers {
+        reps,
+        memory_mb_s,
+        store_mb_s,
+        request_response_mb_s,
+        tcp_mb_s,
+        codec_encode_mb_s,
+        codec_decode_mb_s,
+    })
 }
 
 /// Seconds for `reps` requests one after the other; the last answer is compared byte for byte.
@@ -424,11 +446,12 @@ async fn repeat(
     addrs: &[Multiaddr],
     request: &Request,
     expect: &[u8],
+    via: Via,
     reps: u64,
 ) -> Result<f64> {
     let start = Instant::now();
     for i in 0..reps {
-        get_shard(client, peer, addrs, request, expect, i + 1 == reps).await?;
+        get_shard(client, peer, addrs, request, expect, via, i + 1 == reps).await?;
     }
     Ok(start.elapsed().as_secs_f64())
 }
@@ -503,12 +526,11 @@ async fn objects(
     Ok(Objects { put_mb_s, get_mb_s, local_put_mb_s, local_get_mb_s, rebuilt })
 }
 
-/// Answers every `GetShard` with a buffer from `pool` (a copy of `shard` once it is empty), so
-/// that producing the answer costs nothing measurable; anything else gets `NotFound`.
+/// Answers every `GetShard` with a copy of the asked range of `shard` (a memcpy, next to nothing
+/// beside the transfer); anything else gets `NotFound`.
 async fn answer_from_memory(
     mut inbound: mpsc::Receiver<InboundRequest>,
     shard: Arc<Vec<u8>>,
-    pool: Arc<Mutex<Vec<Vec<u8>>>>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -517,9 +539,12 @@ async fn answer_from_memory(
             r = inbound.recv() => match r { Some(r) => r, None => return },
         };
         let response = match req.request {
-            Request::GetShard { .. } => {
-                let ready = pool.lock().ok().and_then(|mut p| p.pop());
-                Response::Data(ready.unwrap_or_else(|| shard.to_vec()))
+            Request::GetShard { offset, len, .. } => {
+                let (at, len) = (offset as usize, len as usize);
+                match shard.get(at..at.saturating_add(len)) {
+                    Some(range) => Response::Data(range.to_vec()),
+                    None => Response::Refused("range out of bounds".into()),
+                }
             }
             _ => Response::NotFound,
         };
@@ -527,23 +552,54 @@ async fn answer_from_memory(
     }
 }
 
-/// Sends `request` to `peer` and checks the answer is `expect` (every byte if `compare`, else
-/// only the length, to keep comparisons out of the timed loop).
+/// The shard in memory, as a stream source.
+struct Memory(Arc<Vec<u8>>);
+
+impl stream::ShardSource for Memory {
+    fn read_range(&self, _: &ObjectId, _: u16, offset: u64, len: u64) -> Result<Option<Vec<u8>>, String> {
+        let at = usize::try_from(offset).map_err(|e| e.to_string())?;
+        let end = at.saturating_add(usize::try_from(len).map_err(|e| e.to_string())?);
+        self.0.get(at..end).map(|r| Some(r.to_vec())).ok_or_else(|| "range out of bounds".into())
+    }
+}
+
+/// Which protocol a shard is fetched with.
+#[derive(Clone, Copy)]
+enum Via {
+    /// The shard stream protocol ([`stream::download`]).
+    Stream,
+    /// One request-response message.
+    Message,
+}
+
+/// Fetches `request`'s range from `peer` and checks the answer is `expect` (every byte if
+/// `compare`, else only the length, to keep comparisons out of the timed loop).
 async fn get_shard(
     client: &NodeHandle,
     peer: &NodeHandle,
     addrs: &[Multiaddr],
     request: &Request,
     expect: &[u8],
+    via: Via,
     compare: bool,
 ) -> Result<()> {
-    match client.request(peer.peer_id(), addrs.to_vec(), request.clone()).await? {
-        Response::Data(d) if d.len() == expect.len() && (!compare || d == expect) => Ok(()),
-        Response::Data(d) => {
-            bail!("GetShard returned {} bytes that differ from the {} expected", d.len(), expect.len())
-        }
-        other => bail!("GetShard answered {other:?}"),
-    }
+    let Request::GetShard { id, index, offset, len } = *request else { bail!("not a GetShard request") };
+    let d = match via {
+        Via::Stream => stream::download(client, peer.peer_id(), addrs, &ObjectId(id), index, offset, len)
+            .await
+            .map_err(|e| anyhow!("shard stream: {e}"))?,
+        Via::Message => match client.request(peer.peer_id(), addrs.to_vec(), request.clone()).await? {
+            Response::Data(d) => d,
+            other => bail!("GetShard answered {other:?}"),
+        },
+    };
+    ensure!(
+        d.len() == expect.len() && (!compare || d == expect),
+        "got {} bytes that differ from the {} expected",
+        d.len(),
+        expect.len()
+    );
+    Ok(())
 }
 
 /// Seconds the shard codec takes to write `Response::Data(shard)` to a sink and to read it back

@@ -10,6 +10,7 @@ pub mod providers;
 pub mod repair;
 pub mod select;
 pub mod service;
+pub mod stream;
 pub mod transfer;
 
 use std::sync::Arc;

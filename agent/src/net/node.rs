@@ -144,6 +144,22 @@ enum Command {
         points: i32,
         why: String,
     },
+    AddAddresses {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Bounds on raw streams (see [`super::stream`]), the same as on requests.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// Largest range one stream may carry.
+    pub max_len: u64,
+    /// Streams one peer may have open towards this node at once.
+    pub per_peer: usize,
+    /// Time any single step (a header, a slice of data) may take.
+    pub timeout: Duration,
 }
 
 /// The cloneable way into the node.
@@ -151,6 +167,8 @@ enum Command {
 pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
     peer_id: PeerId,
+    streams: libp2p_stream::Control,
+    limits: StreamLimits,
 }
 
 impl NodeHandle {
@@ -206,6 +224,38 @@ impl NodeHandle {
         self.call(|reply| Command::FindProviders { key, reply }).await
     }
 
+    /// The bounds raw streams are held to.
+    pub fn stream_limits(&self) -> StreamLimits {
+        self.limits
+    }
+
+    /// Opens a raw stream of `protocol` to `peer`, dialling `addrs` (and the addresses of its
+    /// announcement) if not connected.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        protocol: StreamProtocol,
+    ) -> Result<libp2p::Stream, NetError> {
+        self.call(|reply| Command::AddAddresses { peer, addrs, reply }).await?;
+        let mut control = self.streams.clone();
+        tokio::time::timeout(self.limits.timeout, control.open_stream(peer, protocol))
+            .await
+            .map_err(|_| NetError::Request { peer, why: "opening a stream timed out".into() })?
+            .map_err(|e| NetError::Request { peer, why: format!("opening a stream: {e}") })
+    }
+
+    /// Inbound raw streams of `protocol`; one taker per protocol.
+    pub fn accept_streams(
+        &self,
+        protocol: StreamProtocol,
+    ) -> Result<libp2p_stream::IncomingStreams, NetError> {
+        self.streams
+            .clone()
+            .accept(protocol)
+            .map_err(|e| NetError::Address(format!("accepting streams: {e}")))
+    }
+
     /// Scores `peer` down for misbehaviour and disconnects it; enough points ban it.
     pub async fn penalize(&self, peer: PeerId, points: i32, why: impl Into<String>) {
         let _ = self.tx.send(Command::Penalize { peer, points, why: why.into() }).await;
@@ -220,6 +270,7 @@ struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     shards: request_response::Behaviour<Codec>,
+    streams: libp2p_stream::Behaviour,
 }
 
 struct Bootstrap {
@@ -308,6 +359,7 @@ pub fn build(opts: NodeOptions) -> Result<(NodeHandle, mpsc::Receiver<InboundReq
                     [(protocol::PROTOCOL, ProtocolSupport::Full)],
                     rr_cfg,
                 ),
+                streams: libp2p_stream::Behaviour::new(),
             })
         })
         .map_err(|e| NetError::Address(format!("network behaviour: {e}")))?
@@ -347,7 +399,13 @@ pub fn build(opts: NodeOptions) -> Result<(NodeHandle, mpsc::Receiver<InboundReq
         provider_queries: HashMap::new(),
         bootstrap,
     };
-    Ok((NodeHandle { tx, peer_id }, inbound_rx, event_loop))
+    let limits = StreamLimits {
+        max_len: event_loop.opts.max_shard,
+        per_peer: event_loop.opts.max_concurrent_per_peer.max(1),
+        timeout: event_loop.opts.request_timeout,
+    };
+    let streams = event_loop.swarm.behaviour().streams.new_control();
+    Ok((NodeHandle { tx, peer_id, streams, limits }, inbound_rx, event_loop))
 }
 
 fn now_unix() -> u64 {
@@ -543,6 +601,15 @@ impl EventLoop {
                 self.provider_queries.insert(id, (HashSet::new(), reply));
             }
             Command::Penalize { peer, points, why } => self.penalize(peer, points, &why),
+            Command::AddAddresses { peer, mut addrs, reply } => {
+                if let Some(a) = self.table.get(&peer) {
+                    addrs.extend(a.body.listen_addrs.iter().cloned());
+                }
+                for a in addrs {
+                    self.swarm.add_peer_address(peer, a);
+                }
+                let _ = reply.send(());
+            }
         }
     }
 

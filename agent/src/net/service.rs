@@ -109,10 +109,14 @@ pub async fn serve_with_leases(
     leases: Arc<Leases>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Bulk shard reads come on their own stream protocol, answered from the same store.
+    let stop_streams = cancel.child_token();
+    let streams = tokio::spawn(super::stream::serve(store.clone(), node.clone(), stop_streams.clone()));
+    let _stop_on_drop = stop_streams.clone().drop_guard();
     loop {
         let req = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            r = inbound.recv() => match r { Some(r) => r, None => return Ok(()) },
+            _ = cancel.cancelled() => break,
+            r = inbound.recv() => match r { Some(r) => r, None => break },
         };
         let (store, node, leases) = (store.clone(), node.clone(), leases.clone());
         tokio::spawn(async move {
@@ -125,6 +129,8 @@ pub async fn serve_with_leases(
             let _ = reply.send(response);
         });
     }
+    stop_streams.cancel();
+    streams.await?
 }
 
 /// Decodes a manifest, naming what is wrong.

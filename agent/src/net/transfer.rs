@@ -16,6 +16,7 @@ use super::node::NodeHandle;
 use super::protocol::{Holder, Request, Response};
 use super::select::{Candidate, select};
 use super::service::decode_manifest;
+use super::stream::{DownloadError, download};
 
 /// How long to keep listening for more answers once a good one is in.
 pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
@@ -185,15 +186,16 @@ pub async fn fetch_shards(
                 Some(store) => {
                     let index = h.index;
                     match tokio::task::spawn_blocking(move || store.read_shard(&id, index, 0, len)).await {
-                        Ok(Ok(d)) => Ok(Response::Data(d)),
+                        Ok(Ok(d)) => Ok::<_, String>(Response::Data(d)),
                         Ok(Err(e)) => Ok(Response::Refused(e.to_string())),
                         Err(e) => Ok(Response::Refused(e.to_string())),
                     }
                 }
-                None => {
-                    node.request(peer, addrs, Request::GetShard { id: id.0, index: h.index, offset: 0, len })
-                        .await
-                }
+                None => match download(&node, peer, &addrs, &id, h.index, 0, len).await {
+                    Ok(d) => Ok(Response::Data(d)),
+                    Err(DownloadError::NotFound) => Ok(Response::NotFound),
+                    Err(DownloadError::Failed(why)) => Ok(Response::Refused(why)),
+                },
             };
             let verdict = match r {
                 Ok(Response::Data(d)) => {
@@ -214,6 +216,7 @@ pub async fn fetch_shards(
                     }
                 }
                 Ok(Response::NotFound) => Err("does not have it".into()),
+                Ok(Response::Refused(why)) => Err(why),
                 Ok(other) => Err(format!("answered {other:?}")),
                 Err(e) => Err(e.to_string()),
             };
