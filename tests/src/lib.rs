@@ -37,6 +37,8 @@ pub struct Node {
     pub config: PathBuf,
     /// What `init --json` reported (peer_id, address, p2p_addrs, …).
     pub info: serde_json::Value,
+    /// Environment variables every command of this node gets (fault injection, say).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -70,13 +72,13 @@ impl Node {
             .expect("run init");
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let info = serde_json::from_slice(&out.stdout).expect("init --json output");
-        Node { config: node_dir.join("config.toml"), dir, info }
+        Node { config: node_dir.join("config.toml"), dir, info, env: Vec::new() }
     }
 
     /// A command for this node: `bigfile-agent --config <config> <args>`.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(agent_bin());
-        c.arg("--config").arg(&self.config).args(args);
+        c.arg("--config").arg(&self.config).args(args).envs(self.env.iter().cloned());
         c
     }
 
@@ -102,6 +104,26 @@ impl Node {
     /// Starts `bigfile-agent run` for this node; the process is killed when the guard drops.
     pub fn spawn_run(&self) -> Daemon {
         Daemon(self.cmd(&["run"]).spawn().expect("spawn bigfile-agent run"))
+    }
+
+    /// As [`Node::spawn_run`], with the daemon's log (stderr) appended to [`Node::log_path`].
+    pub fn spawn_run_logged(&self) -> Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open the agent log");
+        Daemon(self.cmd(&["run"]).stderr(log).spawn().expect("spawn bigfile-agent run"))
+    }
+
+    /// Where [`Node::spawn_run_logged`] writes the daemon's log.
+    pub fn log_path(&self) -> PathBuf {
+        self.path("agent.log")
+    }
+
+    /// Everything the logged daemon has written so far (empty if nothing).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Appends TOML to the node's config (tests use it to change settings).
@@ -218,6 +240,11 @@ impl Cluster {
 
     /// As [`Cluster::start`], with `edit` applied to every provider's config before it starts.
     pub fn start_with(n: usize, edit: impl Fn(String) -> String) -> Cluster {
+        Self::start_with_env(n, edit, &[])
+    }
+
+    /// As [`Cluster::start_with`], every provider process also getting the variables in `env`.
+    pub fn start_with_env(n: usize, edit: impl Fn(String) -> String, env: &[(&str, &str)]) -> Cluster {
         let mut providers: Vec<Provider> = Vec::new();
         for _ in 0..n {
             let api = free_port();
@@ -233,7 +260,8 @@ impl Cluster {
                 args.push(p.addr.clone());
             }
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            let node = Node::init_with(tempfile::tempdir().expect("tempdir"), api, &argv);
+            let mut node = Node::init_with(tempfile::tempdir().expect("tempdir"), api, &argv);
+            node.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let id = node.info["peer_id"].as_str().expect("peer_id").to_string();
             node.edit_config(|t| {
                 edit(
@@ -241,7 +269,7 @@ impl Cluster {
                         .replace("announcement_max_age_secs = 300", "announcement_max_age_secs = 30"),
                 )
             });
-            let daemon = node.spawn_run();
+            let daemon = node.spawn_run_logged();
             providers.push(Provider {
                 node,
                 api,
@@ -283,6 +311,17 @@ impl Cluster {
             let _ = d.0.kill();
             let _ = d.0.wait();
         }
+    }
+
+    /// Starts provider `i` again (after [`Cluster::kill`]) on its own data dir and ports.
+    pub fn restart(&mut self, i: usize) {
+        assert!(!self.providers[i].alive(), "provider {i} is still running");
+        let daemon = self.providers[i].node.spawn_run_logged();
+        self.providers[i].daemon = Some(daemon);
+        let p = &self.providers[i];
+        wait_for(Duration::from_secs(30), &format!("provider {i} to serve its API again"), || {
+            p.api_json("/status").map(|_| ())
+        });
     }
 
     /// Runs a client `--json` command that must succeed.

@@ -412,7 +412,29 @@ impl Repairer {
             Ok(())
         })
         .await?;
+        let targets: Vec<String> = plan
+            .placements
+            .iter()
+            .map(|(i, p)| {
+                format!("shard {i} -> {}", PeerId::from_bytes(p).map(|p| p.to_string()).unwrap_or_default())
+            })
+            .collect();
+        tracing::info!(object = %id.to_hex(), placements = ?targets, "repair plan saved");
+        #[cfg(feature = "fault-injection")]
+        Self::stall_after_plan().await;
         Ok(plan)
+    }
+
+    /// Fault injection for tests: `BIGFILE_FAULT_REPAIR_STALL_SECS=N` makes a repairer wait `N`
+    /// seconds after saving a fresh plan and before any upload, so a test can kill it there.
+    #[cfg(feature = "fault-injection")]
+    async fn stall_after_plan() {
+        if let Some(secs) =
+            std::env::var("BIGFILE_FAULT_REPAIR_STALL_SECS").ok().and_then(|v| v.parse::<u64>().ok())
+        {
+            tracing::warn!(secs, "fault injection: repair stalls after saving its plan");
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+        }
     }
 
     /// Takes a newer holder list from `peer` (after it refused a lease for a stale version).
