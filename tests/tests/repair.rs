@@ -1,6 +1,7 @@
 //! A repair whose leader is killed after saving its plan resumes that plan after a restart: the
 //! lost shard lands where the plan said, the holder list moves on by exactly one version, and
-//! nothing is placed twice.
+//! nothing is placed twice. The replaced provider, once back, learns the new holder list from
+//! the other holders and drops its orphaned shard only after the new holder proves it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -34,7 +35,8 @@ fn a_killed_repair_leader_resumes_its_saved_plan() {
         .iter()
         .map(|h| (h["index"].as_u64().unwrap(), h["peer"].as_str().unwrap().to_string()))
         .collect();
-    let provider_of = |peer: &str| cluster.providers.iter().position(|p| p.peer_id == peer).unwrap();
+    let peers: Vec<String> = cluster.providers.iter().map(|p| p.peer_id.clone()).collect();
+    let provider_of = |peer: &str| peers.iter().position(|p| p == peer).unwrap();
 
     // Lose a holder that will not lead the repair.
     let id = ObjectId::from_hex(&id_hex).unwrap();
@@ -102,4 +104,24 @@ fn a_killed_repair_leader_resumes_its_saved_plan() {
     let out = cluster.client.path("back");
     cluster.client_json(&["client", "get", &id_hex, "-o", out.to_str().unwrap()]);
     assert!(std::fs::read(&out).unwrap() == data);
+
+    // The replaced provider comes back: it adopts the new list and frees its orphaned shard.
+    let v = provider_of(&victim);
+    let shards_held =
+        |c: &Cluster| c.providers[v].api_json("/status").and_then(|s| s["storage"]["shards"].as_u64());
+    cluster.restart(v);
+    assert_eq!(shards_held(&cluster), Some(1), "the returning provider still holds its old shard");
+    let start = std::time::Instant::now();
+    while shards_held(&cluster) != Some(0) {
+        let log = cluster.providers[v].node.log();
+        assert!(start.elapsed() < Duration::from_secs(60), "the orphaned shard stayed; its log:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = cluster.providers[v].node.log();
+    assert!(log.contains("adopted a newer holder list"), "{log}");
+    let line = log.lines().find(|l| l.contains("removed an orphaned shard")).unwrap();
+    assert!(line.contains(&target), "removed before the planned holder proved it: {line}");
+    // Still whole, on the same holders.
+    let again = cluster.client_json(&["client", "check", &id_hex]);
+    assert_eq!((again["verified"].as_u64(), again["version"].as_u64()), (Some(6), Some(2)), "{again}");
 }

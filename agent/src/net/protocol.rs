@@ -56,7 +56,7 @@ mod bytes {
 pub type Id = [u8; 32];
 
 /// Who holds shard `index` of an object, as the manifest record lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Holder {
     /// Shard index.
     pub index: u16,

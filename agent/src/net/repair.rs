@@ -55,7 +55,16 @@ pub struct Repairer {
     failing: HashMap<(ObjectId, u16), Instant>,
     /// Providers that failed to take a rebuilt shard, and when: left out of plans for a while.
     avoid: HashMap<PeerId, Instant>,
+    /// Rounds run since start; every [`SYNC_EVERY`]th (the first included) syncs holder lists.
+    rounds: u64,
 }
+
+/// Rounds between holder-list syncs: each object's record is compared with the other holders'
+/// on the first round after a start (a provider coming back learns what changed while it was
+/// away) and every this many rounds after.
+pub const SYNC_EVERY: u64 = 10;
+/// How long a sync waits for the other holders' answers.
+const SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs the repairer until cancelled.
 pub async fn repair_task(
@@ -65,7 +74,8 @@ pub async fn repair_task(
     cfg: RepairConfig,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let mut r = Repairer { store, node, leases, cfg, failing: HashMap::new(), avoid: HashMap::new() };
+    let mut r =
+        Repairer { store, node, leases, cfg, failing: HashMap::new(), avoid: HashMap::new(), rounds: 0 };
     let mut tick = tokio::time::interval(Duration::from_secs(r.cfg.interval_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -165,8 +175,24 @@ impl Repairer {
     /// One pass over every object: challenge the other holders, repair what is dead.
     pub async fn round(&mut self) -> Result<()> {
         let me = self.node.peer_id();
+        let sync = self.rounds % SYNC_EVERY == 0;
+        self.rounds += 1;
         for (id, rec) in self.records().await? {
             let Ok(manifest) = decode_manifest(&rec.manifest) else { continue };
+            let rec = match sync {
+                true => match self.sync(id, &rec).await {
+                    Ok(Some(newer)) => newer,
+                    Ok(None) => rec,
+                    Err(e) => {
+                        tracing::debug!(object = %id.to_hex(), error = %format!("{e:#}"), "holder list sync failed");
+                        rec
+                    }
+                },
+                false => rec,
+            };
+            if let Err(e) = self.collect_orphans(id, &rec, &manifest).await {
+                tracing::warn!(object = %id.to_hex(), error = %format!("{e:#}"), "cannot check for orphaned shards");
+            }
             if !rec.holders.iter().any(|h| peer_of(h) == Some(me)) {
                 continue;
             }
@@ -220,6 +246,88 @@ impl Repairer {
                     tracing::warn!(object = %id.to_hex(), error = %format!("{e:#}"), "repair failed; will retry")
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Asks the other holders of `id` for their holder lists and adopts a newer one that more
+    /// than half of them report identically (so one peer cannot talk this node out of its
+    /// shards). Returns the adopted record.
+    async fn sync(&self, id: ObjectId, rec: &ManifestRecord) -> Result<Option<ManifestRecord>> {
+        let me = self.node.peer_id();
+        let others: Vec<(PeerId, Vec<Multiaddr>)> = rec
+            .holders
+            .iter()
+            .filter_map(|h| Some((peer_of(h)?, addrs_of(h))))
+            .filter(|(p, _)| *p != me)
+            .collect::<HashMap<_, _>>()
+            .into_iter()
+            .collect();
+        if others.is_empty() {
+            return Ok(None);
+        }
+        let mut set = JoinSet::new();
+        for (peer, addrs) in others.iter().cloned() {
+            let node = self.node.clone();
+            set.spawn(
+                async move { (peer, node.request(peer, addrs, Request::GetManifest { id: id.0 }).await) },
+            );
+        }
+        let mut votes: HashMap<ManifestRecord, HashSet<PeerId>> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+        while let Ok(Some(done)) = tokio::time::timeout_at(deadline, set.join_next()).await {
+            let Ok((peer, Ok(Response::Manifest { manifest, version, holders }))) = done else { continue };
+            if version > rec.version
+                && manifest == rec.manifest
+                && decode_manifest(&manifest).is_ok_and(|m| m.object_id() == id)
+            {
+                votes.entry(ManifestRecord { manifest, version, holders }).or_default().insert(peer);
+            }
+        }
+        set.abort_all();
+        tracing::debug!(object = %id.to_hex(), version = rec.version, newer = ?votes.iter().map(|(r, v)| (r.version, v.len())).collect::<Vec<_>>(), asked = others.len(), "holder list sync");
+        let Some(newer) = votes
+            .into_iter()
+            .filter(|(_, v)| v.len() * 2 > others.len())
+            .map(|(r, _)| r)
+            .max_by_key(|r| r.version)
+        else {
+            return Ok(None);
+        };
+        let saved = newer.clone();
+        if !self.blocking(move |s| Ok(save_record(s, &id, &saved)?)).await? {
+            return Ok(None);
+        }
+        tracing::info!(object = %id.to_hex(), from = rec.version, to = newer.version, "adopted a newer holder list");
+        Ok(Some(newer))
+    }
+
+    /// Removes shards of `id` this node holds but `rec` gives to another provider, once that
+    /// provider has proved it holds them (a fresh challenge); forgets the record when nothing
+    /// of the object is left here.
+    async fn collect_orphans(&self, id: ObjectId, rec: &ManifestRecord, manifest: &Manifest) -> Result<()> {
+        let me = self.node.peer_id();
+        let held = self.blocking(move |s| Ok(s.held_shards(&id)?)).await?;
+        let mut kept = 0;
+        for index in held {
+            let Some(h) = rec.holders.iter().find(|h| h.index == index) else {
+                kept += 1;
+                continue;
+            };
+            let Some(peer) = peer_of(h).filter(|p| *p != me) else {
+                kept += 1;
+                continue;
+            };
+            if let Err(why) = challenge(&self.node, manifest, index, peer, addrs_of(h)).await {
+                tracing::info!(object = %id.to_hex(), index, %peer, why, "keeping a shard whose new holder does not prove it yet");
+                kept += 1;
+                continue;
+            }
+            let freed = self.blocking(move |s| Ok(s.remove_shard(&id, index)?)).await?;
+            tracing::info!(object = %id.to_hex(), index, %peer, freed, "removed an orphaned shard: its new holder proved it");
+        }
+        if kept == 0 && !rec.holders.iter().any(|h| peer_of(h) == Some(me)) {
+            self.blocking(move |s| Ok(s.agent_tree(MANIFEST_TREE)?.remove(id.0).map(|_| ())?)).await?;
         }
         Ok(())
     }

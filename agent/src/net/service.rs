@@ -21,7 +21,7 @@ use super::protocol::{Holder, Request, Response};
 pub const MANIFEST_TREE: &str = "manifests";
 
 /// An object's manifest with the list of who holds which shard.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ManifestRecord {
     /// Canonical manifest bytes.
     pub manifest: Vec<u8>,
@@ -50,7 +50,8 @@ pub fn load_record(store: &Store, id: &ObjectId) -> Result<Option<ManifestRecord
 }
 
 /// Stores `rec` for `id` unless a record with a version at least as high is there; returns
-/// whether it was stored.
+/// whether it was stored. A stored record is on disk when this returns: a holder answers `Ok`
+/// to `PutManifest` only after this, and one killed a moment later still knows the object.
 pub fn save_record(store: &Store, id: &ObjectId, rec: &ManifestRecord) -> Result<bool, StoreError> {
     let tree = store.agent_tree(MANIFEST_TREE)?;
     let db = StoreError::Db;
@@ -63,7 +64,10 @@ pub fn save_record(store: &Store, id: &ObjectId, rec: &ManifestRecord) -> Result
             return Ok(false);
         }
         match tree.compare_and_swap(id.0, old, Some(rec.encode())).map_err(db)? {
-            Ok(()) => return Ok(true),
+            Ok(()) => {
+                tree.flush().map_err(db)?;
+                return Ok(true);
+            }
             Err(_) => continue,
         }
     }
