@@ -175,7 +175,7 @@ impl Repairer {
     /// One pass over every object: challenge the other holders, repair what is dead.
     pub async fn round(&mut self) -> Result<()> {
         let me = self.node.peer_id();
-        let sync = self.rounds % SYNC_EVERY == 0;
+        let sync = self.rounds.is_multiple_of(SYNC_EVERY);
         self.rounds += 1;
         for (id, rec) in self.records().await? {
             let Ok(manifest) = decode_manifest(&rec.manifest) else { continue };
