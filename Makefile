@@ -5,12 +5,13 @@ CARGO ?= cargo
 TEST_FEATURES := --features bigfile-agent/fault-injection
 export CARGO_TERM_COLOR ?= $(if $(CI),never,auto)
 
-.PHONY: all deps build test lint demo bench clean
+.PHONY: all deps build test lint contracts demo bench clean
 
 all: build
 
 deps:
 	@packaging/dev-deps.sh
+	@packaging/chain-deps.sh
 
 build: deps
 	$(CARGO) build --workspace
@@ -20,7 +21,11 @@ lint: deps
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy --workspace --all-targets --locked $(TEST_FEATURES) -- -D warnings
 
-test: lint
+# The Solidity contracts: format check, then unit, fuzz and invariant tests (offline, pinned solc).
+contracts: deps
+	cd chain/contracts && bin/forge fmt --check && bin/forge test
+
+test: lint contracts
 	$(CARGO) build --workspace --bins --locked $(TEST_FEATURES)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --locked $(TEST_FEATURES) --no-fail-fast; \
