@@ -45,6 +45,18 @@ pub struct RepairPlan {
     pub placements: Vec<(u16, Vec<u8>)>,
 }
 
+impl RepairPlan {
+    /// `shard I -> PEER` per placement, for logs (tests read these lines).
+    pub fn describe(&self) -> Vec<String> {
+        self.placements
+            .iter()
+            .map(|(i, p)| {
+                format!("shard {i} -> {}", PeerId::from_bytes(p).map(|p| p.to_string()).unwrap_or_default())
+            })
+            .collect()
+    }
+}
+
 /// Challenges fellow holders and repairs objects; one per provider.
 pub struct Repairer {
     store: Arc<Store>,
@@ -465,14 +477,7 @@ impl Repairer {
                 tracing::warn!(%peer, answer = ?r, "holder did not take the new holder list");
             }
         }
-        let moved: Vec<String> = plan
-            .placements
-            .iter()
-            .map(|(i, p)| {
-                format!("shard {i} -> {}", PeerId::from_bytes(p).map(|p| p.to_string()).unwrap_or_default())
-            })
-            .collect();
-        tracing::info!(object = %id.to_hex(), version = next.version, placements = ?moved, "repair complete: full redundancy restored");
+        tracing::info!(object = %id.to_hex(), version = next.version, placements = ?plan.describe(), "repair complete: full redundancy restored");
         Ok(())
     }
 
@@ -520,14 +525,7 @@ impl Repairer {
             Ok(())
         })
         .await?;
-        let targets: Vec<String> = plan
-            .placements
-            .iter()
-            .map(|(i, p)| {
-                format!("shard {i} -> {}", PeerId::from_bytes(p).map(|p| p.to_string()).unwrap_or_default())
-            })
-            .collect();
-        tracing::info!(object = %id.to_hex(), placements = ?targets, "repair plan saved");
+        tracing::info!(object = %id.to_hex(), placements = ?plan.describe(), "repair plan saved");
         #[cfg(feature = "fault-injection")]
         Self::stall_after_plan().await;
         Ok(plan)
