@@ -628,6 +628,15 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 tracing::debug!(peer = %peer_id, "disconnected");
             }
+            // Every address of a provider failed: stop offering it to clients and repairers
+            // until it announces itself again.
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error: libp2p::swarm::DialError::Transport(errors),
+                ..
+            } if self.table.unreachable(&peer) => {
+                tracing::info!(%peer, addresses = errors.len(), "provider unreachable: dropped until it announces again");
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,

@@ -5,6 +5,11 @@
 //! TTL. When the table is full, expired entries are dropped first, then the entry with the oldest
 //! timestamp (ties broken by the smallest peer id) makes room — unless the newcomer is older still,
 //! in which case the newcomer is the one turned away.
+//!
+//! A provider that cannot be dialled is dropped at once ([`ProviderTable::unreachable`]) instead of
+//! lingering until its announcement expires; a tombstone keeps the same (or an older) announcement,
+//! relayed by another peer, from bringing it back. Its next announcement, which a live provider
+//! publishes every announce interval, lists it again.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -35,6 +40,8 @@ pub struct ProviderTable {
     entries: HashMap<PeerId, SignedAvailability>,
     /// `(timestamp, peer)` of every entry, oldest first.
     by_age: BTreeSet<(u64, PeerId)>,
+    /// Peers dropped as unreachable, with the timestamp of the announcement they were dropped at.
+    tombstones: HashMap<PeerId, u64>,
 }
 
 impl ProviderTable {
@@ -46,6 +53,7 @@ impl ProviderTable {
             ttl_secs,
             entries: HashMap::new(),
             by_age: BTreeSet::new(),
+            tombstones: HashMap::new(),
         }
     }
 
@@ -53,6 +61,13 @@ impl ProviderTable {
     pub fn insert(&mut self, ann: SignedAvailability, now_unix: u64) -> Inserted {
         let peer = ann.body.peer_id;
         let timestamp = ann.body.timestamp;
+        match self.tombstones.get(&peer) {
+            Some(&dead_at) if timestamp <= dead_at => return Inserted::Stale,
+            Some(_) => {
+                self.tombstones.remove(&peer);
+            }
+            None => {}
+        }
         if let Some(old) = self.entries.get(&peer) {
             if timestamp <= old.body.timestamp {
                 return Inserted::Stale;
@@ -94,8 +109,23 @@ impl ProviderTable {
         Some(ann)
     }
 
+    /// Drops `peer` because it could not be dialled; only a newer announcement lists it again.
+    /// Returns whether it was listed.
+    pub fn unreachable(&mut self, peer: &PeerId) -> bool {
+        match self.remove(peer) {
+            Some(ann) => {
+                self.tombstones.insert(*peer, ann.body.timestamp);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drops every entry more than the TTL old; returns how many were dropped.
     pub fn expire(&mut self, now_unix: u64) -> usize {
+        // A tombstone outlives the announcement it buries by the TTL, then has nothing to stop.
+        let ttl = self.ttl_secs;
+        self.tombstones.retain(|_, ts| now_unix.saturating_sub(*ts) <= ttl);
         let mut dropped = 0;
         while let Some(&(timestamp, peer)) = self.by_age.first() {
             if self.is_live(timestamp, now_unix) {
@@ -169,6 +199,27 @@ mod tests {
         assert_eq!(t.expire(1105), 0);
         assert_eq!(t.expire(1111), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn unreachable_peers_go_at_once_and_come_back_only_with_a_newer_announcement() {
+        let mut t = ProviderTable::new(10, 100);
+        let (p, q) = (PeerId::random(), PeerId::random());
+        t.insert(ann(p, 1000), 1000);
+        t.insert(ann(q, 1000), 1000);
+        assert!(t.unreachable(&p));
+        assert!(!t.unreachable(&p), "already gone");
+        assert_eq!(t.live(1001).len(), 1);
+        // The same announcement, or an older one, relayed by someone else, does not revive it.
+        assert_eq!(t.insert(ann(p, 1000), 1001), Inserted::Stale);
+        assert_eq!(t.insert(ann(p, 990), 1001), Inserted::Stale);
+        assert!(t.get(&p).is_none());
+        // Its next own announcement does, and then the tombstone is gone.
+        assert_eq!(t.insert(ann(p, 1030), 1030), Inserted::New);
+        assert!(t.unreachable(&p));
+        // Tombstones expire with the TTL, like the announcements they bury.
+        t.expire(1131);
+        assert_eq!(t.insert(ann(p, 1030), 1131), Inserted::New);
     }
 
     #[test]
