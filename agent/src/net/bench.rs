@@ -46,8 +46,8 @@ use super::protocol::{Codec, PROTOCOL, Request, Response};
 use super::{service, stream, transfer};
 use crate::config::{ByteSize, Config};
 
-/// Shard memory prepared for the direct-answer measurement is capped at this many bytes.
-const POOL_BYTES: u64 = 1 << 30;
+/// Repetitions of a shard transfer stop short of moving more than this many bytes in total.
+const MAX_MOVED_BYTES: u64 = 1 << 30;
 /// Fewest timed repetitions of a shard transfer.
 const MIN_REPS: u64 = 3;
 /// How long a node may take to report its listen address.
@@ -392,7 +392,7 @@ async fn transfers(
     let first = Instant::now();
     get_shard(client, &server, &server_addrs, &get, &shard, Via::Stream, true).await?;
     let once = first.elapsed().as_secs_f64();
-    let cap = (POOL_BYTES / opts.shard_bytes).max(MIN_REPS);
+    let cap = (MAX_MOVED_BYTES / opts.shard_bytes).max(MIN_REPS);
     let reps = ((opts.min_secs / once.max(1e-6)).ceil() as u64).clamp(MIN_REPS, cap);
     let secs = repeat(client, &server, &server_addrs, &get, &shard, Via::Stream, reps).await?;
     let moved = (opts.shard_bytes * reps) as f64;

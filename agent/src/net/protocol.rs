@@ -272,7 +272,8 @@ fn holders_too_big(h: &[Holder]) -> bool {
     h.iter().any(|h| h.peer.len() > 64 || h.addrs.len() > 8 || h.addrs.iter().any(|a| a.len() > 256))
 }
 
-fn encode<T: Serialize>(v: &T) -> io::Result<Vec<u8>> {
+/// Postcard bytes of `v`, an encoding failure as an I/O error.
+pub(crate) fn encode<T: Serialize>(v: &T) -> io::Result<Vec<u8>> {
     postcard::to_allocvec(v).map_err(|e| io::Error::other(format!("encoding: {e}")))
 }
 

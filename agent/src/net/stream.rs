@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::node::NodeHandle;
-use super::protocol::{read_frame, write_frame};
+use super::protocol::{encode, read_frame, write_frame};
 
 /// The stream protocol's name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/bigfile/shard-stream/1");
@@ -122,11 +122,6 @@ impl std::fmt::Display for DownloadError {
     }
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    // Both types are plain enums of integers, arrays and strings: postcard cannot fail on them.
-    postcard::to_allocvec(v).unwrap_or_default()
-}
-
 async fn step<T>(
     limit: Duration,
     what: &str,
@@ -155,7 +150,8 @@ pub async fn download(
         .ok()
         .filter(|_| len <= limits.max_len)
         .ok_or_else(|| DownloadError::Failed(format!("a range of {len} bytes exceeds the limit")))?;
-    let request = encode(&StreamRequest::GetShard { id: id.0, index, offset, len });
+    let request = encode(&StreamRequest::GetShard { id: id.0, index, offset, len })
+        .map_err(|e| DownloadError::Failed(e.to_string()))?;
     let mut busy = 0;
     loop {
         let mut s = node
@@ -273,27 +269,24 @@ async fn answer(
         node.penalize(peer, MALFORMED_PENALTY, "malformed shard stream request").await;
         return Err("malformed request".into());
     };
-    let header = |h: StreamHeader| encode(&h);
     if slot.is_none() {
-        return send_header(&mut s, t, &header(StreamHeader::Busy)).await;
+        return finish(&mut s, t, StreamHeader::Busy).await;
     }
     if len > limits.max_len {
         let why = format!("range of {len} bytes exceeds the limit of {}", limits.max_len);
-        return send_header(&mut s, t, &header(StreamHeader::Refused(why))).await;
+        return finish(&mut s, t, StreamHeader::Refused(why)).await;
     }
     let id = ObjectId(id);
     // The first slice decides the header: a missing shard or a bad range is an answer, not a
     // cut stream.
     let mut slices = read_ahead(source, id, index, offset, len);
-    let first = slices.recv().await;
-    let first = match first {
+    let first = match slices.recv().await {
         Some(Ok(Some(d))) => d,
-        Some(Ok(None)) => return send_header(&mut s, t, &header(StreamHeader::NotFound)).await,
-        Some(Err(why)) => return send_header(&mut s, t, &header(StreamHeader::Refused(why))).await,
-        None => return send_header(&mut s, t, &header(StreamHeader::Refused("internal error".into()))).await,
+        Some(Ok(None)) => return finish(&mut s, t, StreamHeader::NotFound).await,
+        Some(Err(why)) => return finish(&mut s, t, StreamHeader::Refused(why)).await,
+        None => return finish(&mut s, t, StreamHeader::Refused("internal error".into())).await,
     };
-    step(t, "writing the header", write_frame(&mut s, &header(StreamHeader::Data { len }), MAX_HEADER))
-        .await?;
+    write_header(&mut s, t, StreamHeader::Data { len }).await?;
     let mut sent = first.len() as u64;
     step(t, "writing shard bytes", s.write_all(&first)).await?;
     drop(first);
@@ -312,9 +305,14 @@ async fn answer(
     step(t, "closing", s.close()).await
 }
 
+async fn write_header(s: &mut libp2p::Stream, t: Duration, header: StreamHeader) -> Result<(), String> {
+    let bytes = encode(&header).map_err(|e| e.to_string())?;
+    step(t, "writing the header", write_frame(s, &bytes, MAX_HEADER)).await
+}
+
 /// Writes a header that ends the answer, and closes.
-async fn send_header(s: &mut libp2p::Stream, t: Duration, header: &[u8]) -> Result<(), String> {
-    step(t, "writing the header", write_frame(s, header, MAX_HEADER)).await?;
+async fn finish(s: &mut libp2p::Stream, t: Duration, header: StreamHeader) -> Result<(), String> {
+    write_header(s, t, header).await?;
     step(t, "closing", s.close()).await
 }
 
@@ -450,7 +448,8 @@ mod tests {
         assert!(past.to_string().contains("out of range"), "{past}");
         // The client will not ask for more than the limit, and the server refuses it.
         assert!(download(&client, peer, &addrs, &id, 3, 0, (16 << 20) + 1).await.is_err());
-        let big = encode(&StreamRequest::GetShard { id: id.0, index: 3, offset: 0, len: (16 << 20) + 1 });
+        let big =
+            encode(&StreamRequest::GetShard { id: id.0, index: 3, offset: 0, len: (16 << 20) + 1 }).unwrap();
         assert!(
             matches!(raw(&client, &server, &addrs, &big).await, StreamHeader::Refused(w) if w.contains("exceeds"))
         );
@@ -463,7 +462,7 @@ mod tests {
             async move { download(&client, peer, &addrs, &id, 3, 0, 100).await }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let small = encode(&StreamRequest::GetShard { id: id.0, index: 3, offset: 0, len: 10 });
+        let small = encode(&StreamRequest::GetShard { id: id.0, index: 3, offset: 0, len: 10 }).unwrap();
         assert_eq!(raw(&client, &server, &addrs, &small).await, StreamHeader::Busy);
         let second = tokio::spawn({
             let (client, addrs) = (client.clone(), addrs.clone());

@@ -16,7 +16,7 @@ use super::node::NodeHandle;
 use super::protocol::{Holder, Request, Response};
 use super::select::{Candidate, select};
 use super::service::decode_manifest;
-use super::stream::{DownloadError, download};
+use super::stream::download;
 
 /// How long to keep listening for more answers once a good one is in.
 pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
@@ -182,23 +182,19 @@ pub async fn fetch_shards(
         let (node, manifest, local) = (node.clone(), manifest.clone(), local.clone());
         set.spawn(async move {
             let len = manifest.geometry.shard_len();
-            let r = match local.filter(|_| peer == node.peer_id()) {
+            // Our own shard is read locally; every other one comes on the shard stream.
+            let got: Result<Vec<u8>, String> = match local.filter(|_| peer == node.peer_id()) {
                 Some(store) => {
                     let index = h.index;
                     match tokio::task::spawn_blocking(move || store.read_shard(&id, index, 0, len)).await {
-                        Ok(Ok(d)) => Ok::<_, String>(Response::Data(d)),
-                        Ok(Err(e)) => Ok(Response::Refused(e.to_string())),
-                        Err(e) => Ok(Response::Refused(e.to_string())),
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
                     }
                 }
-                None => match download(&node, peer, &addrs, &id, h.index, 0, len).await {
-                    Ok(d) => Ok(Response::Data(d)),
-                    Err(DownloadError::NotFound) => Ok(Response::NotFound),
-                    Err(DownloadError::Failed(why)) => Ok(Response::Refused(why)),
-                },
+                None => download(&node, peer, &addrs, &id, h.index, 0, len).await.map_err(|e| e.to_string()),
             };
-            let verdict = match r {
-                Ok(Response::Data(d)) => {
+            let verdict = match got {
+                Ok(d) => {
                     let m = manifest.clone();
                     let index = h.index;
                     match tokio::task::spawn_blocking(move || (shard_matches(&m, index, &d), d)).await {
@@ -215,10 +211,7 @@ pub async fn fetch_shards(
                         Err(e) => Err(e.to_string()),
                     }
                 }
-                Ok(Response::NotFound) => Err("does not have it".into()),
-                Ok(Response::Refused(why)) => Err(why),
-                Ok(other) => Err(format!("answered {other:?}")),
-                Err(e) => Err(e.to_string()),
+                Err(why) => Err(why),
             };
             (h.index, peer, verdict)
         });
