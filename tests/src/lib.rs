@@ -329,3 +329,25 @@ impl Cluster {
         self.client.json(args)
     }
 }
+
+/// How much of each agent's log a failing test prints.
+const LOG_TAIL_LINES: usize = 60;
+
+impl Drop for Cluster {
+    /// When a test fails with agents running, prints the end of every provider's log, so a
+    /// CI failure shows what the agents were doing rather than only the assertion.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            let log = p.node.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+            eprintln!("----- provider {i} ({}) log, last {} lines -----", p.peer_id, lines.len() - from);
+            for l in &lines[from..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}

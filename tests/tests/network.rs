@@ -78,6 +78,16 @@ fn objects_survive_two_providers_killed() {
         assert_eq!(std::fs::read(&out).unwrap(), *data, "object {i} read back differs: {got}");
     }
 
+    // While every provider is up and answering, none of them may be taken for dead: a busy
+    // holder (many challenges at once, a client reading) is not a failing one.
+    for (i, p) in cluster.providers.iter().enumerate() {
+        let log = p.node.log();
+        assert!(
+            !log.contains("repairing:") && !log.contains("repair plan saved"),
+            "provider {i} repaired a live holder's shard:\n{log}"
+        );
+    }
+
     // Kill two providers that hold shards of the first object.
     let first_holders: Vec<String> = objects[0].2["holders"]
         .as_array()

@@ -7,6 +7,7 @@
 //! announcements, and scores down, disconnects and finally bans peers that misbehave.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, gossipsub, identify, kad, noise, ping, tcp,
     yamux,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::announce::SignedAvailability;
@@ -169,6 +170,35 @@ pub struct NodeHandle {
     peer_id: PeerId,
     streams: libp2p_stream::Control,
     limits: StreamLimits,
+    outbound: Arc<OutboundLimits>,
+}
+
+/// First wait before a request answered `Busy` is sent again; doubles up to [`BUSY_BACKOFF_MAX`].
+const BUSY_BACKOFF_START: Duration = Duration::from_millis(20);
+/// Longest wait between two tries of a request answered `Busy`.
+const BUSY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Peers whose outbound limiters are kept before idle ones are dropped.
+const OUTBOUND_PEERS_KEPT: usize = 1024;
+
+/// Caps this node's requests in flight to one peer at the per-peer limit peers enforce, so a
+/// burst (a repair round checking many objects at once) queues here instead of being answered
+/// `Busy` and mistaken for a failing holder.
+struct OutboundLimits {
+    per_peer: usize,
+    peers: Mutex<HashMap<PeerId, Arc<Semaphore>>>,
+}
+
+impl OutboundLimits {
+    async fn acquire(&self, peer: PeerId) -> Option<OwnedSemaphorePermit> {
+        let sem = {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            if peers.len() >= OUTBOUND_PEERS_KEPT {
+                peers.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            peers.entry(peer).or_insert_with(|| Arc::new(Semaphore::new(self.per_peer))).clone()
+        };
+        sem.acquire_owned().await.ok()
+    }
 }
 
 impl NodeHandle {
@@ -184,13 +214,35 @@ impl NodeHandle {
     }
 
     /// Sends `request` to `peer` (dialling `addrs` if not connected) and waits for the answer.
+    ///
+    /// At most `max_concurrent_per_peer` requests to one peer are in flight; more wait their
+    /// turn. A `Busy` answer (the peer is serving others) is retried with back-off within the
+    /// request timeout, except for `PutShard`, whose payload is not kept for a second try: the
+    /// caller gets `Busy` and may place the shard elsewhere.
     pub async fn request(
         &self,
         peer: PeerId,
         addrs: Vec<Multiaddr>,
-        request: Request,
+        mut request: Request,
     ) -> Result<Response, NetError> {
-        self.call(|reply| Command::Request { peer, addrs, request, reply }).await?
+        let deadline = Instant::now() + self.limits.timeout;
+        let mut backoff = BUSY_BACKOFF_START;
+        loop {
+            let again = (!matches!(request, Request::PutShard { .. })).then(|| request.clone());
+            let permit = self.outbound.acquire(peer).await;
+            let addrs = addrs.clone();
+            let r = self.call(|reply| Command::Request { peer, addrs, request, reply }).await?;
+            drop(permit);
+            match (r, again) {
+                (Ok(Response::Busy), Some(next)) if Instant::now() + backoff < deadline => {
+                    let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1);
+                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                    backoff = (backoff * 2).min(BUSY_BACKOFF_MAX);
+                    request = next;
+                }
+                (r, _) => return r,
+            }
+        }
     }
 
     /// Publishes this node's announcement (and keeps it in the local table).
@@ -405,7 +457,8 @@ pub fn build(opts: NodeOptions) -> Result<(NodeHandle, mpsc::Receiver<InboundReq
         timeout: event_loop.opts.request_timeout,
     };
     let streams = event_loop.swarm.behaviour().streams.new_control();
-    Ok((NodeHandle { tx, peer_id, streams, limits }, inbound_rx, event_loop))
+    let outbound = Arc::new(OutboundLimits { per_peer: limits.per_peer, peers: Mutex::new(HashMap::new()) });
+    Ok((NodeHandle { tx, peer_id, streams, limits, outbound }, inbound_rx, event_loop))
 }
 
 fn now_unix() -> u64 {
@@ -544,12 +597,18 @@ impl EventLoop {
         self.table.insert(ann, now_unix());
     }
 
+    /// `addrs` plus the addresses `peer` announced, if its announcement is known.
+    fn with_announced(&self, peer: &PeerId, mut addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+        if let Some(a) = self.table.get(peer) {
+            addrs.extend(a.body.listen_addrs.iter().cloned());
+        }
+        addrs
+    }
+
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Request { peer, mut addrs, request, reply } => {
-                if let Some(a) = self.table.get(&peer) {
-                    addrs.extend(a.body.listen_addrs.iter().cloned());
-                }
+            Command::Request { peer, addrs, request, reply } => {
+                let addrs = self.with_announced(&peer, addrs);
                 let id = self.swarm.behaviour_mut().shards.send_request_with_addresses(&peer, request, addrs);
                 self.requests.insert(id, reply);
             }
@@ -601,11 +660,8 @@ impl EventLoop {
                 self.provider_queries.insert(id, (HashSet::new(), reply));
             }
             Command::Penalize { peer, points, why } => self.penalize(peer, points, &why),
-            Command::AddAddresses { peer, mut addrs, reply } => {
-                if let Some(a) = self.table.get(&peer) {
-                    addrs.extend(a.body.listen_addrs.iter().cloned());
-                }
-                for a in addrs {
+            Command::AddAddresses { peer, addrs, reply } => {
+                for a in self.with_announced(&peer, addrs) {
                     self.swarm.add_peer_address(peer, a);
                 }
                 let _ = reply.send(());

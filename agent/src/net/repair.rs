@@ -20,6 +20,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use bigfile_storage::coding::{decode_object, encode_object};
 use bigfile_storage::merkle::{SegmentProof, keccak256, leaf_count};
 use bigfile_storage::{Manifest, ObjectId, Store};
+use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,20 @@ pub struct Repairer {
 pub const SYNC_EVERY: u64 = 10;
 /// How long a sync waits for the other holders' answers.
 const SYNC_WAIT: Duration = Duration::from_secs(10);
+/// Objects checked at once in a round.
+pub const CHECKS_IN_FLIGHT: usize = 16;
+
+/// What one round learned about one object this node holds a shard of.
+struct Checked {
+    id: ObjectId,
+    /// The holder list after any sync.
+    rec: ManifestRecord,
+    manifest: Manifest,
+    /// When the challenges were sent (failures count from here).
+    at: Instant,
+    /// (shard index, challenge outcome) for every other holder.
+    results: Vec<(u16, Result<(), String>)>,
+}
 
 /// Runs the repairer until cancelled.
 pub async fn repair_task(
@@ -185,70 +200,60 @@ impl Repairer {
     }
 
     /// One pass over every object: challenge the other holders, repair what is dead.
+    ///
+    /// The checks of different objects run concurrently (up to [`CHECKS_IN_FLIGHT`]), so a
+    /// holder that does not answer costs one request timeout per round, not one per object;
+    /// the repairs this node leads then run one after another.
     pub async fn round(&mut self) -> Result<()> {
         let me = self.node.peer_id();
         let sync = self.rounds.is_multiple_of(SYNC_EVERY);
         self.rounds += 1;
-        for (id, rec) in self.records().await? {
-            let Ok(manifest) = decode_manifest(&rec.manifest) else { continue };
-            let rec = match sync {
-                true => match self.sync(id, &rec).await {
-                    Ok(Some(newer)) => newer,
-                    Ok(None) => rec,
-                    Err(e) => {
-                        tracing::debug!(object = %id.to_hex(), error = %format!("{e:#}"), "holder list sync failed");
-                        rec
-                    }
-                },
-                false => rec,
-            };
-            if let Err(e) = self.collect_orphans(id, &rec, &manifest).await {
-                tracing::warn!(object = %id.to_hex(), error = %format!("{e:#}"), "cannot check for orphaned shards");
-            }
-            if !rec.holders.iter().any(|h| peer_of(h) == Some(me)) {
-                continue;
-            }
-            let mut set = JoinSet::new();
-            for h in rec.holders.iter().filter(|h| peer_of(h).is_some_and(|p| p != me)) {
-                let (node, m, h) = (self.node.clone(), manifest.clone(), h.clone());
-                set.spawn(async move {
-                    let r = match peer_of(&h) {
-                        Some(p) => challenge(&node, &m, h.index, p, addrs_of(&h)).await,
-                        None => Err("bad peer id".into()),
-                    };
-                    (h.index, r)
-                });
-            }
-            let now = Instant::now();
-            while let Some(done) = set.join_next().await {
-                let Ok((index, r)) = done else { continue };
+        let records = self.records().await?;
+        let this = &*self;
+        let checks: Vec<Checked> = futures::stream::iter(records)
+            .map(|(id, rec)| this.check(id, rec, sync))
+            .buffer_unordered(CHECKS_IN_FLIGHT)
+            .filter_map(|c| async move { c })
+            .collect()
+            .await;
+        let grace = Duration::from_secs(self.cfg.grace_secs);
+        let mut repairs = Vec::new();
+        for mut c in checks {
+            let id = c.id;
+            for (index, r) in std::mem::take(&mut c.results) {
                 match r {
                     Ok(()) => {
                         self.failing.remove(&(id, index));
                     }
                     Err(why) => {
-                        let since = *self.failing.entry((id, index)).or_insert(now);
-                        tracing::debug!(object = %id.to_hex(), index, why, failing_secs = now.duration_since(since).as_secs(), "holder failed a challenge");
+                        let since = *self.failing.entry((id, index)).or_insert(c.at);
+                        tracing::debug!(object = %id.to_hex(), index, why, failing_secs = c.at.duration_since(since).as_secs(), "holder failed a challenge");
                     }
                 }
             }
-            let grace = Duration::from_secs(self.cfg.grace_secs);
-            let dead: BTreeSet<u16> = rec
+            let dead: BTreeSet<u16> = c
+                .rec
                 .holders
                 .iter()
-                .filter(|h| self.failing.get(&(id, h.index)).is_some_and(|t| now.duration_since(*t) >= grace))
+                .filter(|h| {
+                    self.failing.get(&(id, h.index)).is_some_and(|t| c.at.duration_since(*t) >= grace)
+                })
                 .map(|h| h.index)
                 .collect();
             if dead.is_empty() {
                 continue;
             }
             let live: BTreeSet<PeerId> =
-                rec.holders.iter().filter(|h| !dead.contains(&h.index)).filter_map(peer_of).collect();
+                c.rec.holders.iter().filter(|h| !dead.contains(&h.index)).filter_map(peer_of).collect();
             if leader(&id, &live) != Some(me) {
                 tracing::debug!(object = %id.to_hex(), "another holder leads this repair");
                 continue;
             }
-            match self.repair(id, &rec, &manifest, &dead, &live).await {
+            repairs.push((c, dead, live));
+        }
+        for (c, dead, live) in repairs {
+            let id = c.id;
+            match self.repair(id, &c.rec, &c.manifest, &dead, &live).await {
                 Ok(()) => {
                     for i in &dead {
                         self.failing.remove(&(id, *i));
@@ -260,6 +265,50 @@ impl Repairer {
             }
         }
         Ok(())
+    }
+
+    /// Syncs the holder list of one object (on sync rounds), collects orphaned shards, and
+    /// challenges every other holder; None when this node is not a holder (or the record is
+    /// unreadable).
+    async fn check(&self, id: ObjectId, rec: ManifestRecord, sync: bool) -> Option<Checked> {
+        let me = self.node.peer_id();
+        let manifest = decode_manifest(&rec.manifest).ok()?;
+        let rec = match sync {
+            true => match self.sync(id, &rec).await {
+                Ok(Some(newer)) => newer,
+                Ok(None) => rec,
+                Err(e) => {
+                    tracing::debug!(object = %id.to_hex(), error = %format!("{e:#}"), "holder list sync failed");
+                    rec
+                }
+            },
+            false => rec,
+        };
+        if let Err(e) = self.collect_orphans(id, &rec, &manifest).await {
+            tracing::warn!(object = %id.to_hex(), error = %format!("{e:#}"), "cannot check for orphaned shards");
+        }
+        if !rec.holders.iter().any(|h| peer_of(h) == Some(me)) {
+            return None;
+        }
+        let at = Instant::now();
+        let mut set = JoinSet::new();
+        for h in rec.holders.iter().filter(|h| peer_of(h).is_some_and(|p| p != me)) {
+            let (node, m, h) = (self.node.clone(), manifest.clone(), h.clone());
+            set.spawn(async move {
+                let r = match peer_of(&h) {
+                    Some(p) => challenge(&node, &m, h.index, p, addrs_of(&h)).await,
+                    None => Err("bad peer id".into()),
+                };
+                (h.index, r)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(done) = set.join_next().await {
+            if let Ok(r) = done {
+                results.push(r);
+            }
+        }
+        Some(Checked { id, rec, manifest, at, results })
     }
 
     /// Asks the other holders of `id` for their holder lists and adopts a newer one that more
