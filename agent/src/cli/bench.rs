@@ -128,8 +128,9 @@ fn network(
     out.print(&r, || {
         format!(
             "network benchmark ({} shard x {}, {} object k={} m={} on {} providers, {} cores; loopback TCP)\n\
-             \x20 transfer_vs_tcp        {:.3}  (shard stream from memory {:.0} MB/s, raw TCP {:.0} MB/s)\n\
-             \x20 get_shard_store_vs_tcp {:.3}  (shard stream from a store {:.0} MB/s)\n\
+             \x20 transfer_vs_tcp        {:.3}  (shard download, bulk port, from memory {:.0} MB/s, raw TCP {:.0} MB/s)\n\
+             \x20 libp2p_stream_vs_tcp   {:.3}  (bytes inside the encrypted libp2p stream {:.0} MB/s)\n\
+             \x20 get_shard_store_vs_tcp {:.3}  (shard download from a store {:.0} MB/s)\n\
              \x20 one GetShard message   {:.0} MB/s (request-response; codec alone: encode {:.0} MB/s, decode {:.0} MB/s)\n\
              \x20 put_vs_local           {:.3}  (encode + place {:.0} MB/s, local Store::put {:.0} MB/s)\n\
              \x20 get_vs_local           {:.3}  (fetch + decode {:.0} MB/s, local Store::get {:.0} MB/s)",
@@ -143,6 +144,8 @@ fn network(
             r.transfer_vs_tcp,
             r.transfer_mb_s,
             r.tcp_mb_s,
+            r.libp2p_stream_vs_tcp,
+            r.libp2p_stream_mb_s,
             r.get_shard_store_vs_tcp,
             r.get_shard_store_mb_s,
             r.request_response_mb_s,

@@ -162,6 +162,9 @@ pub struct NetworkConfig {
     pub request_timeout_secs: u64,
     /// Requests one peer may have in flight here.
     pub max_concurrent_per_peer: usize,
+    /// The bulk shard port: `auto` (the first listen address's IP, a free port), `off` (every
+    /// shard byte stays inside libp2p, both ways), or `HOST:PORT`.
+    pub bulk_listen: String,
     /// Seconds a misbehaving peer stays banned.
     pub ban_secs: u64,
     /// Asking price, BIG base units per GiB-month of shard storage.
@@ -204,6 +207,7 @@ impl Default for NetworkConfig {
             max_shard_size: ByteSize(256 << 20),
             request_timeout_secs: 120,
             max_concurrent_per_peer: 4,
+            bulk_listen: "auto".into(),
             ban_secs: 600,
             price_per_gib_month: 1_000_000_000_000_000,
             repair: RepairConfig::default(),
@@ -219,6 +223,22 @@ impl NetworkConfig {
     /// The parsed external addresses.
     pub fn external_addrs(&self) -> Vec<libp2p::Multiaddr> {
         self.external.iter().filter_map(|a| a.parse().ok()).collect()
+    }
+    /// Where the bulk shard port listens (None: off, or `auto` with no IP listen address), and
+    /// whether downloads may use providers' bulk ports (all but `off`).
+    pub fn bulk(&self) -> (Option<std::net::SocketAddr>, bool) {
+        match self.bulk_listen.as_str() {
+            "off" => (None, false),
+            "auto" => {
+                let ip = self.listen_addrs().iter().find_map(|a| match a.iter().next()? {
+                    libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::from(ip)),
+                    libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::from(ip)),
+                    _ => None,
+                });
+                (ip.map(|ip| std::net::SocketAddr::new(ip, 0)), true)
+            }
+            at => (at.parse().ok(), true),
+        }
     }
     /// The parsed bootstrap addresses.
     pub fn bootstrap_addrs(&self) -> Vec<libp2p::Multiaddr> {
@@ -360,6 +380,14 @@ impl Config {
         }
         if n.max_concurrent_per_peer == 0 || n.max_concurrent_per_peer > 256 {
             bad("network.max_concurrent_per_peer", "must be from 1 to 256".into());
+        }
+        if !matches!(n.bulk_listen.as_str(), "auto" | "off")
+            && n.bulk_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            bad(
+                "network.bulk_listen",
+                format!("`{}` is not `auto`, `off` or HOST:PORT such as 0.0.0.0:7462", n.bulk_listen),
+            );
         }
         let r = &n.repair;
         if r.interval_secs == 0 || r.interval_secs > 86_400 {

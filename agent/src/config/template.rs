@@ -94,6 +94,12 @@ max_shard_size = "256 MiB"
 # Seconds a request may take, and requests one peer may have in flight here.
 request_timeout_secs = 120
 max_concurrent_per_peer = 4
+# Shard downloads carry their bytes on a plain TCP port beside libp2p (several times faster:
+# no encryption of bytes every downloader checks against the shard's Merkle root anyway; the
+# one-time token that opens it travels encrypted). "auto": the first listen address's IP and a
+# free port; "HOST:PORT" to pin it (open it in the firewall); "off": every shard byte stays
+# inside libp2p's encrypted connections, both serving and downloading.
+bulk_listen = "auto"
 # Seconds a peer that sent garbage, bad shards or bad signatures stays banned.
 ban_secs = 600
 # Asking price in BIG base units per GiB-month.

@@ -40,6 +40,24 @@ fn network_addresses_are_checked() {
     assert!(e.contains(":5: network.bootstrap: `/ip4/127.0.0.1/tcp/1` must end in /p2p/PEERID"), "{e}");
     let e = check(&with(dir.path(), "[network]\nannounce_interval_secs = 200\n")).unwrap_err();
     assert!(e.contains("network.announcement_max_age_secs: must be at least twice"), "{e}");
+    let e = check(&with(dir.path(), "[network]\nbulk_listen = \"7462\"\n")).unwrap_err();
+    assert!(e.contains(":5: network.bulk_listen: `7462` is not `auto`, `off` or HOST:PORT"), "{e}");
+}
+
+#[test]
+fn the_bulk_port_follows_the_listen_address() {
+    let mut n = NetworkConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/9/quic-v1".into(), "/ip4/10.0.0.1/tcp/9".into()],
+        ..NetworkConfig::default()
+    };
+    assert_eq!(n.bulk(), (Some(SocketAddr::from(([127, 0, 0, 1], 0))), true));
+    n.bulk_listen = "0.0.0.0:7462".into();
+    assert_eq!(n.bulk(), (Some(SocketAddr::from(([0, 0, 0, 0], 7462))), true));
+    n.bulk_listen = "off".into();
+    assert_eq!(n.bulk(), (None, false));
+    n.bulk_listen = "auto".into();
+    n.listen = vec!["/dns4/example.org/tcp/9".into()];
+    assert_eq!(n.bulk(), (None, true), "no IP to listen on: no bulk port, downloads still may");
 }
 
 fn with(data_dir: &Path, extra: &str) -> String {

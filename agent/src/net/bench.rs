@@ -6,11 +6,14 @@
 //! figures are ratios, higher is better for the network path, so that they mean the same on any
 //! machine; absolute throughputs are reported beside them in MB/s (10^6 bytes per second).
 //!
-//! - `transfer_vs_tcp`: one shard downloaded on the shard stream protocol ([`stream`]) from a
-//!   node whose source is a buffer in memory (a memcpy per slice), so only the stream framing,
-//!   Noise and Yamux are measured, ÷ the same bytes, request by request, over a plain tokio
-//!   `TcpStream`.
-//! - `get_shard_store_vs_tcp`: the same, answered by [`service::serve`] from a real [`Store`].
+//! - `transfer_vs_tcp`: one shard downloaded the way clients download ([`stream::download`]:
+//!   asked for on the shard stream, the bytes on the provider's bulk port, [`super::bulk`])
+//!   from a node whose source is a buffer in memory (a memcpy per slice), ÷ the same bytes,
+//!   request by request, over a plain tokio `TcpStream`.
+//! - `libp2p_stream_vs_tcp`: the same with the bytes inside the libp2p stream (Noise + Yamux),
+//!   as with `network.bulk_listen = "off"`.
+//! - `get_shard_store_vs_tcp`: as `transfer_vs_tcp`, answered by [`service::serve`] from a real
+//!   [`Store`].
 //! - `request_response_mb_s` (no ratio): the same shard as one `GetShard` request-response
 //!   message answered from memory — what the stream protocol replaced for bulk reads.
 //! - `codec_encode_mb_s` / `codec_decode_mb_s` (no ratio): the request-response codec alone
@@ -41,6 +44,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::announce::SignedAvailability;
+use super::bulk::{read_exact, write_all};
 use super::node::{self, InboundRequest, NodeHandle};
 use super::protocol::{Codec, PROTOCOL, Request, Response};
 use super::{service, stream, transfer};
@@ -82,8 +86,10 @@ impl NetBenchOptions {
 /// `*_mb_s` are throughputs in MB/s of shard bytes (transfers) or object bytes (put, get).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct NetBenchReport {
-    /// A shard stream answered from memory ÷ raw loopback TCP of the same bytes.
+    /// A shard download (bulk port) answered from memory ÷ raw loopback TCP of the same bytes.
     pub transfer_vs_tcp: f64,
+    /// The same with the bytes inside the encrypted libp2p stream ÷ raw loopback TCP.
+    pub libp2p_stream_vs_tcp: f64,
     /// A shard stream answered by the shard service from a store ÷ raw loopback TCP.
     pub get_shard_store_vs_tcp: f64,
     /// Encode + place on `k + m` providers ÷ local `Store::put`.
@@ -94,8 +100,10 @@ pub struct NetBenchReport {
     pub shard_bytes: u64,
     /// Timed transfers of that shard, the same number for each of the three.
     pub repetitions: u64,
-    /// Shard stream answered from memory.
+    /// Shard download (bulk port) answered from memory.
     pub transfer_mb_s: f64,
+    /// Shard bytes inside the libp2p stream, answered from memory.
+    pub libp2p_stream_mb_s: f64,
     /// Shard stream answered from a store.
     pub get_shard_store_mb_s: f64,
     /// One `GetShard` request-response message answered from memory.
@@ -297,6 +305,7 @@ fn say(progress: &mut (dyn FnMut(&str) + Send), what: &str, bytes: f64, secs: f6
 struct Transfers {
     reps: u64,
     memory_mb_s: f64,
+    libp2p_stream_mb_s: f64,
     store_mb_s: f64,
     request_response_mb_s: f64,
     tcp_mb_s: f64,
@@ -343,12 +352,14 @@ async fn measure(
     let o = objects(opts, &cfg, geometry, &client, bench, progress).await?;
     Ok(NetBenchReport {
         transfer_vs_tcp: t.memory_mb_s / t.tcp_mb_s,
+        libp2p_stream_vs_tcp: t.libp2p_stream_mb_s / t.tcp_mb_s,
         get_shard_store_vs_tcp: t.store_mb_s / t.tcp_mb_s,
         put_vs_local: o.put_mb_s / o.local_put_mb_s,
         get_vs_local: o.get_mb_s / o.local_get_mb_s,
         shard_bytes: opts.shard_bytes,
         repetitions: t.reps,
         transfer_mb_s: t.memory_mb_s,
+        libp2p_stream_mb_s: t.libp2p_stream_mb_s,
         get_shard_store_mb_s: t.store_mb_s,
         request_response_mb_s: t.request_response_mb_s,
         tcp_mb_s: t.tcp_mb_s,
@@ -396,8 +407,11 @@ async fn transfers(
     let reps = ((opts.min_secs / once.max(1e-6)).ceil() as u64).clamp(MIN_REPS, cap);
     let secs = repeat(client, &server, &server_addrs, &get, &shard, Via::Stream, reps).await?;
     let moved = (opts.shard_bytes * reps) as f64;
-    let what = format!("shard stream answered from memory ({reps} x {})", ByteSize(opts.shard_bytes));
+    let what =
+        format!("shard download (bulk port) answered from memory ({reps} x {})", ByteSize(opts.shard_bytes));
     let memory_mb_s = say(progress, &what, moved, secs);
+    let secs = repeat(client, &server, &server_addrs, &get, &shard, Via::Libp2pStream, reps).await?;
+    let libp2p_stream_mb_s = say(progress, "shard bytes inside the libp2p stream, from memory", moved, secs);
     let secs = repeat(client, &server, &server_addrs, &get, &shard, Via::Message, reps).await?;
     let request_response_mb_s = say(progress, "one GetShard message answered from memory", moved, secs);
     let tcp_mb_s = say(progress, "raw loopback TCP, same bytes", moved, tcp_baseline(&shard, reps).await?);
@@ -431,6 +445,7 @@ async fn transfers(
     Ok(Transfers {
         reps,
         memory_mb_s,
+        libp2p_stream_mb_s,
         store_mb_s,
         request_response_mb_s,
         tcp_mb_s,
@@ -566,8 +581,10 @@ impl stream::ShardSource for Memory {
 /// Which protocol a shard is fetched with.
 #[derive(Clone, Copy)]
 enum Via {
-    /// The shard stream protocol ([`stream::download`]).
+    /// The way clients download ([`stream::download`]: the bulk port where offered).
     Stream,
+    /// The shard stream protocol with the bytes inside the libp2p stream.
+    Libp2pStream,
     /// One request-response message.
     Message,
 }
@@ -585,9 +602,12 @@ async fn get_shard(
 ) -> Result<()> {
     let Request::GetShard { id, index, offset, len } = *request else { bail!("not a GetShard request") };
     let d = match via {
-        Via::Stream => stream::download(client, peer.peer_id(), addrs, &ObjectId(id), index, offset, len)
-            .await
-            .map_err(|e| anyhow!("shard stream: {e}"))?,
+        Via::Stream | Via::Libp2pStream => {
+            let bulk = matches!(via, Via::Stream);
+            stream::download_via(client, peer.peer_id(), addrs, &ObjectId(id), index, offset, len, bulk)
+                .await
+                .map_err(|e| anyhow!("shard stream: {e}"))?
+        }
         Via::Message => match client.request(peer.peer_id(), addrs.to_vec(), request.clone()).await? {
             Response::Data(d) => d,
             other => bail!("GetShard answered {other:?}"),
@@ -655,33 +675,6 @@ async fn tcp_baseline(shard: &Arc<Vec<u8>>, reps: u64) -> Result<f64> {
     Ok(secs)
 }
 
-/// `write_all` on a tokio `TcpStream` through readiness (no `io-util` needed).
-async fn write_all(sock: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        sock.writable().await?;
-        match sock.try_write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// `read_exact` on a tokio `TcpStream` through readiness.
-async fn read_exact(sock: &TcpStream, mut buf: &mut [u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        sock.readable().await?;
-        match sock.try_read(buf) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => buf = &mut buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -700,6 +693,7 @@ mod tests {
         println!("{report:#?}");
         for r in [
             report.transfer_vs_tcp,
+            report.libp2p_stream_vs_tcp,
             report.get_shard_store_vs_tcp,
             report.put_vs_local,
             report.get_vs_local,
@@ -719,7 +713,13 @@ mod tests {
         // The run fails unless the fetched object was byte-identical; the lines say what ran.
         assert!(lines.iter().any(|l| l.starts_with("get from the providers")), "{lines:?}");
         let json = serde_json::to_value(&report).unwrap();
-        for key in ["transfer_vs_tcp", "get_shard_store_vs_tcp", "put_vs_local", "get_vs_local"] {
+        for key in [
+            "transfer_vs_tcp",
+            "libp2p_stream_vs_tcp",
+            "get_shard_store_vs_tcp",
+            "put_vs_local",
+            "get_vs_local",
+        ] {
             assert!(json[key].is_f64(), "{key} missing from {json}");
         }
         assert!(!dir.exists(), "scratch dir left behind");

@@ -4,6 +4,7 @@
 
 pub mod announce;
 pub mod bench;
+pub mod bulk;
 pub mod node;
 pub mod protocol;
 pub mod providers;
@@ -41,6 +42,8 @@ pub fn node_options(cfg: &Config, identity: Keypair, provider: bool) -> NodeOpti
         max_shard: n.max_shard_size.0,
         request_timeout: Duration::from_secs(n.request_timeout_secs),
         max_concurrent_per_peer: n.max_concurrent_per_peer,
+        bulk_listen: if provider { n.bulk().0 } else { None },
+        bulk_downloads: n.bulk().1,
         announcement_max_age: Duration::from_secs(n.announcement_max_age_secs),
         max_clock_skew: Duration::from_secs(n.max_clock_skew_secs),
         max_providers: n.max_providers,

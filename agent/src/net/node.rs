@@ -56,6 +56,10 @@ pub struct NodeOptions {
     pub request_timeout: Duration,
     /// Inbound requests one peer may have in flight.
     pub max_concurrent_per_peer: usize,
+    /// Where the bulk shard port listens (None: no bulk port; see [`super::bulk`]).
+    pub bulk_listen: Option<std::net::SocketAddr>,
+    /// Whether downloads may take a provider's bulk port.
+    pub bulk_downloads: bool,
     /// Announcements older than this are dropped.
     pub announcement_max_age: Duration,
     /// Announcements further in the future than this are refused.
@@ -161,6 +165,10 @@ pub struct StreamLimits {
     pub per_peer: usize,
     /// Time any single step (a header, a slice of data) may take.
     pub timeout: Duration,
+    /// Where this node's bulk shard port listens, if it has one.
+    pub bulk_listen: Option<std::net::SocketAddr>,
+    /// Whether downloads may take a provider's bulk port.
+    pub bulk_downloads: bool,
 }
 
 /// The cloneable way into the node.
@@ -171,6 +179,7 @@ pub struct NodeHandle {
     streams: libp2p_stream::Control,
     limits: StreamLimits,
     outbound: Arc<OutboundLimits>,
+    bulk_unreachable: Arc<super::bulk::Unreachable>,
 }
 
 /// First wait before a request answered `Busy` is sent again; doubles up to [`BUSY_BACKOFF_MAX`].
@@ -279,6 +288,11 @@ impl NodeHandle {
     /// The bounds raw streams are held to.
     pub fn stream_limits(&self) -> StreamLimits {
         self.limits
+    }
+
+    /// Providers whose bulk port this node could not use lately.
+    pub fn bulk_unreachable(&self) -> &super::bulk::Unreachable {
+        &self.bulk_unreachable
     }
 
     /// Opens a raw stream of `protocol` to `peer`, dialling `addrs` (and the addresses of its
@@ -455,10 +469,13 @@ pub fn build(opts: NodeOptions) -> Result<(NodeHandle, mpsc::Receiver<InboundReq
         max_len: event_loop.opts.max_shard,
         per_peer: event_loop.opts.max_concurrent_per_peer.max(1),
         timeout: event_loop.opts.request_timeout,
+        bulk_listen: event_loop.opts.bulk_listen,
+        bulk_downloads: event_loop.opts.bulk_downloads,
     };
     let streams = event_loop.swarm.behaviour().streams.new_control();
     let outbound = Arc::new(OutboundLimits { per_peer: limits.per_peer, peers: Mutex::new(HashMap::new()) });
-    Ok((NodeHandle { tx, peer_id, streams, limits, outbound }, inbound_rx, event_loop))
+    let bulk_unreachable = Arc::default();
+    Ok((NodeHandle { tx, peer_id, streams, limits, outbound, bulk_unreachable }, inbound_rx, event_loop))
 }
 
 fn now_unix() -> u64 {

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use bigfile_storage::{ObjectId, Store};
@@ -32,6 +32,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::bulk::{BulkServer, TICKET_TTL, Ticket};
 use super::node::NodeHandle;
 use super::protocol::{encode, read_frame, write_frame};
 
@@ -44,9 +45,12 @@ pub const MAX_HEADER: u64 = 4096;
 /// Bytes read from the store (and written to the socket) per step.
 pub const SLICE: u64 = 4 << 20;
 /// Bytes the client reads per step (each under the step timeout).
-const READ_STEP: usize = 1 << 20;
-/// How often a `Busy` answer is retried before a download gives up.
-const BUSY_RETRIES: u32 = 20;
+pub(super) const READ_STEP: usize = 1 << 20;
+/// First wait before a download answered `Busy` asks again; doubles up to [`BUSY_BACKOFF_MAX`].
+/// A download keeps asking for up to `network.request_timeout_secs`.
+const BUSY_BACKOFF_START: Duration = Duration::from_millis(20);
+/// Longest wait between two asks of a busy provider.
+const BUSY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Points taken from a peer that sends a malformed request.
 const MALFORMED_PENALTY: i32 = 100;
 
@@ -55,6 +59,18 @@ const MALFORMED_PENALTY: i32 = 100;
 pub enum StreamRequest {
     /// `len` bytes of shard `index` of object `id` from `offset`.
     GetShard {
+        /// Object id.
+        id: [u8; 32],
+        /// Shard index.
+        index: u16,
+        /// First byte.
+        offset: u64,
+        /// Bytes wanted.
+        len: u64,
+    },
+    /// As `GetShard`, the bytes to come on the provider's bulk port if it has one
+    /// ([`super::bulk`]); a provider without one answers as for `GetShard`.
+    GetShardBulk {
         /// Object id.
         id: [u8; 32],
         /// Shard index.
@@ -80,6 +96,16 @@ pub enum StreamHeader {
     Busy,
     /// Refused, with the reason.
     Refused(String),
+    /// Exactly `len` bytes wait on TCP `port` of the address the client dialled, for the
+    /// first connection that sends `token` within [`super::bulk::TICKET_TTL`].
+    Bulk {
+        /// Bytes that will be sent.
+        len: u64,
+        /// The provider's bulk port.
+        port: u16,
+        /// One-time token.
+        token: [u8; 32],
+    },
 }
 
 /// Where a provider's shard bytes come from.
@@ -135,7 +161,8 @@ async fn step<T>(
 }
 
 /// Downloads `len` bytes of shard `index` of `id` from `offset` off `peer` (dialling `addrs`
-/// if not connected), retrying while the peer is busy. Nothing is verified here.
+/// if not connected), retrying while the peer is busy. The bytes come on the provider's bulk
+/// port when it offers one and this node allows it, else on the stream. Nothing is verified here.
 pub async fn download(
     node: &NodeHandle,
     peer: PeerId,
@@ -145,15 +172,38 @@ pub async fn download(
     offset: u64,
     len: u64,
 ) -> Result<Vec<u8>, DownloadError> {
+    download_via(node, peer, addrs, id, index, offset, len, true).await
+}
+
+/// As [`download`]; `bulk: false` keeps the bytes on the libp2p stream.
+#[allow(clippy::too_many_arguments)]
+pub async fn download_via(
+    node: &NodeHandle,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+    id: &ObjectId,
+    index: u16,
+    offset: u64,
+    len: u64,
+    bulk: bool,
+) -> Result<Vec<u8>, DownloadError> {
     let limits = node.stream_limits();
     let size = usize::try_from(len)
         .ok()
         .filter(|_| len <= limits.max_len)
         .ok_or_else(|| DownloadError::Failed(format!("a range of {len} bytes exceeds the limit")))?;
-    let request = encode(&StreamRequest::GetShard { id: id.0, index, offset, len })
-        .map_err(|e| DownloadError::Failed(e.to_string()))?;
-    let mut busy = 0;
+    // Where the bulk port would be: the address we reach the provider on.
+    let mut bulk_ip = (bulk && limits.bulk_downloads && node.bulk_unreachable().usable(&peer))
+        .then(|| super::bulk::ip_of(addrs))
+        .flatten();
+    let busy_until = Instant::now() + limits.timeout;
+    let mut backoff = BUSY_BACKOFF_START;
     loop {
+        let request = match bulk_ip {
+            Some(_) => StreamRequest::GetShardBulk { id: id.0, index, offset, len },
+            None => StreamRequest::GetShard { id: id.0, index, offset, len },
+        };
+        let request = encode(&request).map_err(|e| DownloadError::Failed(e.to_string()))?;
         let mut s = node
             .open_stream(peer, addrs.to_vec(), PROTOCOL)
             .await
@@ -168,7 +218,10 @@ pub async fn download(
         let header: StreamHeader = postcard::from_bytes(&header)
             .map_err(|e| DownloadError::Failed(format!("malformed answer header: {e}")))?;
         match header {
-            StreamHeader::Data { len: n } if n == len => {
+            StreamHeader::Data { len: n } | StreamHeader::Bulk { len: n, .. } if n != len => {
+                return Err(DownloadError::Failed(format!("announced {n} bytes for a range of {len}")));
+            }
+            StreamHeader::Data { .. } => {
                 let mut out = vec![0u8; size];
                 for piece in out.chunks_mut(READ_STEP) {
                     step(t, "reading shard bytes", futures::AsyncReadExt::read_exact(&mut s, piece))
@@ -178,14 +231,31 @@ pub async fn download(
                 let _ = s.close().await;
                 return Ok(out);
             }
-            StreamHeader::Data { len: n } => {
-                return Err(DownloadError::Failed(format!("announced {n} bytes for a range of {len}")));
+            StreamHeader::Bulk { port, token, .. } => {
+                let Some(ip) = bulk_ip else {
+                    return Err(DownloadError::Failed("offered the bulk path unasked".into()));
+                };
+                // The stream stays open while the port is used: closing it releases the ticket.
+                let fetched = super::bulk::fetch(std::net::SocketAddr::new(ip, port), &token, size, t).await;
+                let _ = s.close().await;
+                match fetched {
+                    Ok(out) => return Ok(out),
+                    Err(why) => {
+                        // Try the stream instead, and leave this provider's bulk port alone.
+                        tracing::debug!(%peer, why, "bulk path failed; using the stream");
+                        node.bulk_unreachable().failed(peer);
+                        bulk_ip = None;
+                    }
+                }
             }
-            StreamHeader::Busy if busy < BUSY_RETRIES => {
-                busy += 1;
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(busy))).await;
+            StreamHeader::Busy if Instant::now() + backoff < busy_until => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BUSY_BACKOFF_MAX);
             }
-            StreamHeader::Busy => return Err(DownloadError::Failed("busy, retried too often".into())),
+            StreamHeader::Busy => {
+                let secs = limits.timeout.as_secs();
+                return Err(DownloadError::Failed(format!("busy for {secs} s, gave up")));
+            }
             StreamHeader::NotFound => return Err(DownloadError::NotFound),
             StreamHeader::Refused(why) => return Err(DownloadError::Failed(why)),
         }
@@ -196,7 +266,7 @@ pub async fn download(
 #[derive(Clone, Default)]
 struct Open(Arc<Mutex<HashMap<PeerId, usize>>>);
 
-struct Slot(Open, PeerId);
+pub(super) struct Slot(Open, PeerId);
 
 impl Open {
     fn take(&self, peer: PeerId, limit: usize) -> Option<Slot> {
@@ -226,6 +296,21 @@ pub async fn serve(source: Arc<dyn ShardSource>, node: NodeHandle, cancel: Cance
     let mut incoming = node.accept_streams(PROTOCOL)?;
     let open = Open::default();
     let mut tasks = tokio::task::JoinSet::new();
+    let limits = node.stream_limits();
+    let bulk = match limits.bulk_listen {
+        None => None,
+        Some(at) => match BulkServer::bind(at).await {
+            Ok((server, listener)) => {
+                tracing::info!(port = server.port(), "bulk shard port listening");
+                tasks.spawn(server.clone().run(listener, limits, cancel.child_token()));
+                Some(server)
+            }
+            Err(e) => {
+                tracing::warn!(%at, error = %e, "cannot listen for bulk shard transfers; shards go on libp2p streams only");
+                None
+            }
+        },
+    };
     loop {
         let (peer, stream) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -235,10 +320,10 @@ pub async fn serve(source: Arc<dyn ShardSource>, node: NodeHandle, cancel: Cance
             }
             next = incoming.next() => match next { Some(s) => s, None => break },
         };
-        let slot = open.take(peer, node.stream_limits().per_peer);
-        let (source, node) = (source.clone(), node.clone());
+        let slot = open.take(peer, limits.per_peer);
+        let (source, node, bulk) = (source.clone(), node.clone(), bulk.clone());
         tasks.spawn(async move {
-            if let Err(why) = answer(source, &node, peer, stream, slot).await {
+            if let Err(why) = answer(source, &node, bulk, peer, stream, slot).await {
                 tracing::debug!(%peer, why, "shard stream ended early");
             }
         });
@@ -250,6 +335,7 @@ pub async fn serve(source: Arc<dyn ShardSource>, node: NodeHandle, cancel: Cance
 async fn answer(
     source: Arc<dyn ShardSource>,
     node: &NodeHandle,
+    bulk: Option<Arc<BulkServer>>,
     peer: PeerId,
     mut s: libp2p::Stream,
     slot: Option<Slot>,
@@ -265,13 +351,17 @@ async fn answer(
         Ok(Err(e)) => return Err(e.to_string()),
         Ok(Ok(r)) => r,
     };
-    let Ok(StreamRequest::GetShard { id, index, offset, len }) = postcard::from_bytes(&request) else {
-        node.penalize(peer, MALFORMED_PENALTY, "malformed shard stream request").await;
-        return Err("malformed request".into());
+    let (id, index, offset, len, wants_bulk) = match postcard::from_bytes(&request) {
+        Ok(StreamRequest::GetShard { id, index, offset, len }) => (id, index, offset, len, false),
+        Ok(StreamRequest::GetShardBulk { id, index, offset, len }) => (id, index, offset, len, true),
+        Err(_) => {
+            node.penalize(peer, MALFORMED_PENALTY, "malformed shard stream request").await;
+            return Err("malformed request".into());
+        }
     };
-    if slot.is_none() {
+    let Some(slot) = slot else {
         return finish(&mut s, t, StreamHeader::Busy).await;
-    }
+    };
     if len > limits.max_len {
         let why = format!("range of {len} bytes exceeds the limit of {}", limits.max_len);
         return finish(&mut s, t, StreamHeader::Refused(why)).await;
@@ -286,6 +376,35 @@ async fn answer(
         Some(Err(why)) => return finish(&mut s, t, StreamHeader::Refused(why)).await,
         None => return finish(&mut s, t, StreamHeader::Refused("internal error".into())).await,
     };
+    let (first, slices, _slot) = match bulk.filter(|_| wants_bulk) {
+        None => (first, slices, slot),
+        Some(server) => {
+            let expires = Instant::now() + TICKET_TTL;
+            let ticket = Ticket { peer, what: (id, index), len, first, rest: slices, slot, expires };
+            match server.issue(ticket) {
+                Ok(token) => {
+                    // The client keeps the stream open until it is done with the port (or gave
+                    // up on it); an unused ticket goes with the stream, or at expiry, and the
+                    // slot with it.
+                    let told =
+                        finish(&mut s, t, StreamHeader::Bulk { len, port: server.port(), token }).await;
+                    if told.is_ok() {
+                        let mut b = [0u8; 1];
+                        let _ = tokio::time::timeout(TICKET_TTL, futures::AsyncReadExt::read(&mut s, &mut b))
+                            .await;
+                    }
+                    server.revoke(&token);
+                    return told;
+                }
+                // Too many outstanding: the bytes go on this stream after all.
+                Err(ticket) => {
+                    let Ticket { first, rest, slot, .. } = *ticket;
+                    (first, rest, slot)
+                }
+            }
+        }
+    };
+    let mut slices = slices;
     write_header(&mut s, t, StreamHeader::Data { len }).await?;
     let mut sent = first.len() as u64;
     step(t, "writing shard bytes", s.write_all(&first)).await?;
@@ -316,7 +435,7 @@ async fn finish(s: &mut libp2p::Stream, t: Duration, header: StreamHeader) -> Re
     step(t, "closing", s.close()).await
 }
 
-type Slice = Result<Option<Vec<u8>>, String>;
+pub(super) type Slice = Result<Option<Vec<u8>>, String>;
 
 /// Reads the range slice by slice on a blocking thread, one slice ahead of the consumer; stops
 /// at the first error or when the consumer goes away.
@@ -380,7 +499,7 @@ mod tests {
         }
     }
 
-    async fn start(provider: bool, cancel: &CancellationToken) -> (NodeHandle, Vec<Multiaddr>) {
+    async fn start(provider: bool, bulk: bool, cancel: &CancellationToken) -> (NodeHandle, Vec<Multiaddr>) {
         let opts = NodeOptions {
             identity: Keypair::generate_ed25519(),
             listen: if provider { vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()] } else { vec![] },
@@ -390,6 +509,8 @@ mod tests {
             max_shard: 16 << 20,
             request_timeout: Duration::from_secs(20),
             max_concurrent_per_peer: 1,
+            bulk_listen: bulk.then(|| "127.0.0.1:0".parse().unwrap()),
+            bulk_downloads: true,
             announcement_max_age: Duration::from_secs(60),
             max_clock_skew: Duration::from_secs(60),
             max_providers: 16,
@@ -428,8 +549,8 @@ mod tests {
     async fn ranges_arrive_whole_and_limits_hold() {
         let cancel = CancellationToken::new();
         let _stop = cancel.clone().drop_guard();
-        let (server, addrs) = start(true, &cancel).await;
-        let (client, _) = start(false, &cancel).await;
+        let (server, addrs) = start(true, false, &cancel).await;
+        let (client, _) = start(false, false, &cancel).await;
         let id = ObjectId([7; 32]);
         // Three slices and a bit, so the read-ahead and a short last slice are exercised.
         let data = bigfile_storage::bench::pseudo_random((3 * SLICE + 4321) as usize, 1);
@@ -485,5 +606,72 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(banned, "a malformed stream request went unpunished");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bulk_port_carries_ranges_once_per_token_and_falls_back() {
+        use super::super::bulk::{read_exact, write_all};
+        let cancel = CancellationToken::new();
+        let _stop = cancel.clone().drop_guard();
+        let (server, addrs) = start(true, true, &cancel).await;
+        let (client, _) = start(false, true, &cancel).await;
+        let id = ObjectId([7; 32]);
+        let data = bigfile_storage::bench::pseudo_random((2 * SLICE + 999) as usize, 2);
+        let gate = Arc::new(std::sync::RwLock::new(()));
+        tokio::spawn(serve(
+            Arc::new(Source { id, data: data.clone(), gate }),
+            server.clone(),
+            cancel.child_token(),
+        ));
+        let peer = server.peer_id();
+
+        // Whole shard and a range through the bulk port.
+        let got = download(&client, peer, &addrs, &id, 3, 0, data.len() as u64).await.unwrap();
+        assert!(got == data, "whole shard differs");
+        let got = download(&client, peer, &addrs, &id, 3, 77, SLICE + 5).await.unwrap();
+        assert!(got[..] == data[77..77 + SLICE as usize + 5], "range differs");
+        assert!(client.bulk_unreachable().usable(&peer), "the bulk path failed");
+        assert!(matches!(download(&client, peer, &addrs, &id, 2, 0, 10).await, Err(DownloadError::NotFound)));
+
+        // By hand: the provider offers the port; the token works once, a made-up one never.
+        let ask = encode(&StreamRequest::GetShardBulk { id: id.0, index: 3, offset: 10, len: 1000 }).unwrap();
+        let mut held = client.open_stream(peer, addrs.clone(), PROTOCOL).await.unwrap();
+        write_frame(&mut held, &ask, MAX_REQUEST).await.unwrap();
+        let offer = postcard::from_bytes(&read_frame(&mut held, MAX_HEADER).await.unwrap()).unwrap();
+        let StreamHeader::Bulk { len: 1000, port, token } = offer else { panic!("no bulk offer: {offer:?}") };
+        // The ticket holds this peer's only slot until it is used.
+        assert_eq!(raw(&client, &server, &addrs, &ask).await, StreamHeader::Busy);
+        let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let wrong = tokio::net::TcpStream::connect(at).await.unwrap();
+        write_all(&wrong, &[0u8; 32]).await.unwrap();
+        let mut b = [0u8; 1];
+        assert!(read_exact(&wrong, &mut b).await.is_err(), "a made-up token got bytes");
+        let got = super::super::bulk::fetch(at, &token, 1000, Duration::from_secs(5)).await.unwrap();
+        assert!(got[..] == data[10..1010]);
+        let again = tokio::net::TcpStream::connect(at).await.unwrap();
+        write_all(&again, &token).await.unwrap();
+        assert!(read_exact(&again, &mut b).await.is_err(), "a token worked twice");
+        // Used up, the ticket gave the slot back (its stream is still open).
+        let mut second = client.open_stream(peer, addrs.clone(), PROTOCOL).await.unwrap();
+        write_frame(&mut second, &ask, MAX_REQUEST).await.unwrap();
+        let offer = postcard::from_bytes(&read_frame(&mut second, MAX_HEADER).await.unwrap()).unwrap();
+        let StreamHeader::Bulk { token, .. } = offer else { panic!("slot not given back: {offer:?}") };
+        drop(held);
+        // A client that closes the stream without using the port gives its ticket up.
+        drop(second);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let late = tokio::net::TcpStream::connect(at).await.unwrap();
+        write_all(&late, &token).await.unwrap();
+        assert!(read_exact(&late, &mut b).await.is_err(), "a ticket outlived its stream");
+
+        // A provider whose bulk port cannot be reached is still read, over the stream, and
+        // left off the bulk path afterwards. (The ticket issued above goes with its stream.)
+        let elsewhere: Vec<Multiaddr> = vec!["/ip4/127.0.0.2/tcp/9".parse().unwrap()];
+        let got = download(&client, peer, &elsewhere, &id, 3, 5, 5000).await.unwrap();
+        assert!(got[..] == data[5..5005]);
+        assert!(!client.bulk_unreachable().usable(&peer), "the failed bulk path was not remembered");
+        // And with bulk off the bytes come on the stream.
+        let got = download_via(&client, peer, &addrs, &id, 3, 0, 100, false).await.unwrap();
+        assert!(got[..] == data[..100]);
     }
 }
