@@ -128,7 +128,8 @@ fn network(
     out.print(&r, || {
         format!(
             "network benchmark ({} shard x {}, {} object k={} m={} on {} providers, {} cores; loopback TCP)\n\
-             \x20 transfer_vs_tcp        {:.3}  (shard download, bulk port, from memory {:.0} MB/s, raw TCP {:.0} MB/s)\n\
+             \x20 transfer_vs_tcp        {:.3}  (shard download, bulk port, from memory {:.0} MB/s, raw TCP {:.0} MB/s;\n\
+             \x20                              into a new buffer each time {:.0} MB/s)\n\
              \x20 libp2p_stream_vs_tcp   {:.3}  (bytes inside the encrypted libp2p stream {:.0} MB/s)\n\
              \x20 get_shard_store_vs_tcp {:.3}  (shard download from a store {:.0} MB/s)\n\
              \x20 one GetShard message   {:.0} MB/s (request-response; codec alone: encode {:.0} MB/s, decode {:.0} MB/s)\n\
@@ -144,6 +145,7 @@ fn network(
             r.transfer_vs_tcp,
             r.transfer_mb_s,
             r.tcp_mb_s,
+            r.tcp_fresh_buffer_mb_s,
             r.libp2p_stream_vs_tcp,
             r.libp2p_stream_mb_s,
             r.get_shard_store_vs_tcp,

@@ -8,8 +8,10 @@
 //!
 //! - `transfer_vs_tcp`: one shard downloaded the way clients download ([`stream::download`]:
 //!   asked for on the shard stream, the bytes on the provider's bulk port, [`super::bulk`])
-//!   from a node whose source is a buffer in memory (a memcpy per slice), ÷ the same bytes,
+//!   from a node whose source is a buffer in memory (handing out views of it), ÷ the same bytes,
 //!   request by request, over a plain tokio `TcpStream`.
+//!   Both sides reuse one buffer for every repetition; `tcp_fresh_buffer_mb_s` is the baseline
+//!   into a new buffer each time, to show what page faults cost a receiver that keeps each shard.
 //! - `libp2p_stream_vs_tcp`: the same with the bytes inside the libp2p stream (Noise + Yamux),
 //!   as with `network.bulk_listen = "off"`.
 //! - `get_shard_store_vs_tcp`: as `transfer_vs_tcp`, answered by [`service::serve`] from a real
@@ -108,8 +110,11 @@ pub struct NetBenchReport {
     pub get_shard_store_mb_s: f64,
     /// One `GetShard` request-response message answered from memory.
     pub request_response_mb_s: f64,
-    /// Request + shard over a plain `TcpStream`.
+    /// Request + shard over a plain `TcpStream`, into one reused buffer (the baseline).
     pub tcp_mb_s: f64,
+    /// The same into a new buffer each time: the page faults a receiver that keeps every
+    /// shard pays (the downloads above reuse one buffer, like the baseline).
+    pub tcp_fresh_buffer_mb_s: f64,
     /// The shard codec writing one `Data` answer of `shard_bytes` to a byte sink, one thread.
     pub codec_encode_mb_s: f64,
     /// The shard codec reading that answer back from memory, one thread.
@@ -306,6 +311,7 @@ struct Transfers {
     reps: u64,
     memory_mb_s: f64,
     libp2p_stream_mb_s: f64,
+    tcp_fresh_buffer_mb_s: f64,
     store_mb_s: f64,
     request_response_mb_s: f64,
     tcp_mb_s: f64,
@@ -363,6 +369,7 @@ async fn measure(
         get_shard_store_mb_s: t.store_mb_s,
         request_response_mb_s: t.request_response_mb_s,
         tcp_mb_s: t.tcp_mb_s,
+        tcp_fresh_buffer_mb_s: t.tcp_fresh_buffer_mb_s,
         codec_encode_mb_s: t.codec_encode_mb_s,
         codec_decode_mb_s: t.codec_decode_mb_s,
         object_bytes: opts.object_bytes,
@@ -391,7 +398,8 @@ async fn transfers(
     let shard = Arc::new(pseudo_random(usize::try_from(opts.shard_bytes)?, 0x5851_f42d_4c95_7f2d));
     let (server, inbound, _, server_addrs) = bench.node(cfg, true).await?;
     bench.tasks.spawn(answer_from_memory(inbound, shard.clone(), bench.cancel.child_token()));
-    let memory: Arc<dyn stream::ShardSource> = Arc::new(Memory(shard.clone()));
+    // Slices of one buffer: the source hands out views, so no copy is timed on the server side.
+    let memory: Arc<dyn stream::ShardSource> = Arc::new(Memory(bytes::Bytes::from(shard.to_vec())));
     let (node, token) = (server.clone(), bench.cancel.child_token());
     bench.tasks.spawn(async move {
         if let Err(e) = stream::serve(memory, node, token).await {
@@ -401,7 +409,7 @@ async fn transfers(
     let get = Request::GetShard { id: [0; 32], index: 0, offset: 0, len: opts.shard_bytes };
     // The first transfer dials, runs the handshakes and tells how many repetitions to time.
     let first = Instant::now();
-    get_shard(client, &server, &server_addrs, &get, &shard, Via::Stream, true).await?;
+    get_shard(client, &server, &server_addrs, &get, &shard, Via::Stream, true, &mut Vec::new()).await?;
     let once = first.elapsed().as_secs_f64();
     let cap = (MAX_MOVED_BYTES / opts.shard_bytes).max(MIN_REPS);
     let reps = ((opts.min_secs / once.max(1e-6)).ceil() as u64).clamp(MIN_REPS, cap);
@@ -414,7 +422,10 @@ async fn transfers(
     let libp2p_stream_mb_s = say(progress, "shard bytes inside the libp2p stream, from memory", moved, secs);
     let secs = repeat(client, &server, &server_addrs, &get, &shard, Via::Message, reps).await?;
     let request_response_mb_s = say(progress, "one GetShard message answered from memory", moved, secs);
-    let tcp_mb_s = say(progress, "raw loopback TCP, same bytes", moved, tcp_baseline(&shard, reps).await?);
+    let tcp_mb_s =
+        say(progress, "raw loopback TCP, same bytes", moved, tcp_baseline(&shard, reps, false).await?);
+    let secs = tcp_baseline(&shard, reps, true).await?;
+    let tcp_fresh_buffer_mb_s = say(progress, "raw loopback TCP into a new buffer each time", moved, secs);
     let (data, max_shard) = (shard.clone(), cfg.network.max_shard_size.0);
     let (enc, dec) =
         tokio::task::spawn_blocking(move || futures::executor::block_on(codec_secs(&data, max_shard)))
@@ -438,7 +449,7 @@ async fn transfers(
     let mut padded = shard.to_vec();
     padded.resize(usize::try_from(single.shard_len())?, 0);
     let get = Request::GetShard { id, index: 0, offset: 0, len: single.shard_len() };
-    get_shard(client, &holder, &holder_addrs, &get, &padded, Via::Stream, true).await?;
+    get_shard(client, &holder, &holder_addrs, &get, &padded, Via::Stream, true, &mut Vec::new()).await?;
     let secs = repeat(client, &holder, &holder_addrs, &get, &padded, Via::Stream, reps).await?;
     let store_mb_s =
         say(progress, "shard stream answered from a store", (single.shard_len() * reps) as f64, secs);
@@ -446,6 +457,7 @@ async fn transfers(
         reps,
         memory_mb_s,
         libp2p_stream_mb_s,
+        tcp_fresh_buffer_mb_s,
         store_mb_s,
         request_response_mb_s,
         tcp_mb_s,
@@ -464,9 +476,11 @@ async fn repeat(
     via: Via,
     reps: u64,
 ) -> Result<f64> {
+    // One buffer for every repetition, as the TCP baseline has.
+    let mut buf = Vec::new();
     let start = Instant::now();
     for i in 0..reps {
-        get_shard(client, peer, addrs, request, expect, via, i + 1 == reps).await?;
+        get_shard(client, peer, addrs, request, expect, via, i + 1 == reps, &mut buf).await?;
     }
     Ok(start.elapsed().as_secs_f64())
 }
@@ -568,13 +582,19 @@ async fn answer_from_memory(
 }
 
 /// The shard in memory, as a stream source.
-struct Memory(Arc<Vec<u8>>);
+struct Memory(bytes::Bytes);
 
 impl stream::ShardSource for Memory {
-    fn read_range(&self, _: &ObjectId, _: u16, offset: u64, len: u64) -> Result<Option<Vec<u8>>, String> {
+    fn read_range(
+        &self,
+        _: &ObjectId,
+        _: u16,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<bytes::Bytes>, String> {
         let at = usize::try_from(offset).map_err(|e| e.to_string())?;
         let end = at.saturating_add(usize::try_from(len).map_err(|e| e.to_string())?);
-        self.0.get(at..end).map(|r| Some(r.to_vec())).ok_or_else(|| "range out of bounds".into())
+        (end <= self.0.len()).then(|| Some(self.0.slice(at..end))).ok_or_else(|| "range out of bounds".into())
     }
 }
 
@@ -590,7 +610,8 @@ enum Via {
 }
 
 /// Fetches `request`'s range from `peer` and checks the answer is `expect` (every byte if
-/// `compare`, else only the length, to keep comparisons out of the timed loop).
+/// `compare`, else only the length, to keep comparisons out of the timed loop), into `buf`.
+#[allow(clippy::too_many_arguments)]
 async fn get_shard(
     client: &NodeHandle,
     peer: &NodeHandle,
@@ -599,20 +620,22 @@ async fn get_shard(
     expect: &[u8],
     via: Via,
     compare: bool,
+    buf: &mut Vec<u8>,
 ) -> Result<()> {
     let Request::GetShard { id, index, offset, len } = *request else { bail!("not a GetShard request") };
-    let d = match via {
+    match via {
         Via::Stream | Via::Libp2pStream => {
             let bulk = matches!(via, Via::Stream);
-            stream::download_via(client, peer.peer_id(), addrs, &ObjectId(id), index, offset, len, bulk)
+            stream::download_into(client, peer.peer_id(), addrs, &ObjectId(id), index, offset, len, bulk, buf)
                 .await
                 .map_err(|e| anyhow!("shard stream: {e}"))?
         }
         Via::Message => match client.request(peer.peer_id(), addrs.to_vec(), request.clone()).await? {
-            Response::Data(d) => d,
+            Response::Data(d) => *buf = d,
             other => bail!("GetShard answered {other:?}"),
         },
     };
+    let d = &*buf;
     ensure!(
         d.len() == expect.len() && (!compare || d == expect),
         "got {} bytes that differ from the {} expected",
@@ -643,7 +666,7 @@ async fn codec_secs(shard: &[u8], max_shard: u64) -> Result<(f64, f64)> {
 
 /// Seconds for `reps` round trips of an 8-byte request and `shard` as the answer over one
 /// loopback `TcpStream` (after one untimed round trip), read into one preallocated buffer.
-async fn tcp_baseline(shard: &Arc<Vec<u8>>, reps: u64) -> Result<f64> {
+async fn tcp_baseline(shard: &Arc<Vec<u8>>, reps: u64, fresh: bool) -> Result<f64> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let data = shard.clone();
@@ -664,6 +687,9 @@ async fn tcp_baseline(shard: &Arc<Vec<u8>>, reps: u64) -> Result<f64> {
     for i in 0..=reps {
         let start = Instant::now();
         write_all(&sock, &i.to_le_bytes()).await?;
+        if fresh {
+            buf = vec![0u8; shard.len()];
+        }
         read_exact(&sock, &mut buf).await?;
         if i > 0 {
             secs += start.elapsed().as_secs_f64();
@@ -700,6 +726,8 @@ mod tests {
             report.transfer_mb_s,
             report.get_shard_store_mb_s,
             report.tcp_mb_s,
+            report.tcp_fresh_buffer_mb_s,
+            report.libp2p_stream_mb_s,
             report.put_mb_s,
             report.get_mb_s,
             report.local_put_mb_s,

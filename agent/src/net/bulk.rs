@@ -71,7 +71,7 @@ pub(super) struct Ticket {
     /// Bytes to send.
     pub len: u64,
     /// The first slice, already read.
-    pub first: Vec<u8>,
+    pub first: bytes::Bytes,
     /// The rest, as the read-ahead delivers them.
     pub rest: mpsc::Receiver<Slice>,
     /// The per-peer slot, released when the ticket is used up or dropped.
@@ -222,25 +222,59 @@ pub fn ip_of(addrs: &[Multiaddr]) -> Option<std::net::IpAddr> {
     })
 }
 
-/// Client side: connects to `at`, presents `token` and reads exactly `len` bytes, each
-/// [`READ_STEP`] bytes under `step`. Nothing is verified here.
-pub async fn fetch(
+/// Client side: connects to `at`, presents `token` and reads exactly `len` bytes into `out`
+/// (replacing its contents, reusing its allocation), each [`READ_STEP`] bytes under `step`.
+/// Nothing is verified here.
+pub async fn fetch_into(
     at: SocketAddr,
     token: &[u8; TOKEN_LEN],
     len: usize,
     step: Duration,
-) -> Result<Vec<u8>, String> {
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     let sock = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(at)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(format!("connecting to {at}: {e}")),
         Err(_) => return Err(format!("connecting to {at}: no answer in {} s", CONNECT_TIMEOUT.as_secs())),
     };
     timed(step, "sending the token", write_all(&sock, token)).await?;
-    let mut out = vec![0u8; len];
-    for piece in out.chunks_mut(READ_STEP) {
-        timed(step, "reading shard bytes", read_exact(&sock, piece)).await?;
+    out.clear();
+    out.reserve_exact(len);
+    while out.len() < len {
+        let want = (len - out.len()).min(READ_STEP);
+        timed(step, "reading shard bytes", read_into(&sock, out, want)).await?;
     }
+    Ok(())
+}
+
+/// As [`fetch_into`], into a new buffer.
+pub async fn fetch(
+    at: SocketAddr,
+    token: &[u8; TOKEN_LEN],
+    len: usize,
+    step: Duration,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    fetch_into(at, token, len, step, &mut out).await?;
     Ok(out)
+}
+
+/// Appends exactly `n` bytes from `sock` to `out`, straight into its spare capacity (no
+/// zero-filling first).
+async fn read_into(sock: &TcpStream, out: &mut Vec<u8>, n: usize) -> io::Result<()> {
+    let end = out.len() + n;
+    while out.len() < end {
+        sock.readable().await?;
+        let left = end - out.len();
+        let mut room = bytes::BufMut::limit(&mut *out, left);
+        match sock.try_read_buf(&mut room) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// `write_all` on a tokio `TcpStream` through readiness (no `io-util` needed).

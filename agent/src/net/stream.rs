@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use bigfile_storage::{ObjectId, Store};
+use bytes::Bytes;
 use futures::{AsyncWriteExt as _, StreamExt as _};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use tokio::sync::mpsc;
@@ -111,22 +112,16 @@ pub enum StreamHeader {
 /// Where a provider's shard bytes come from.
 pub trait ShardSource: Send + Sync + 'static {
     /// `len` bytes of shard `index` of `id` from `offset`; `Ok(None)` when the shard is not held.
-    fn read_range(&self, id: &ObjectId, index: u16, offset: u64, len: u64)
-    -> Result<Option<Vec<u8>>, String>;
+    /// (`Bytes`, so a source that already holds the bytes hands out views, not copies.)
+    fn read_range(&self, id: &ObjectId, index: u16, offset: u64, len: u64) -> Result<Option<Bytes>, String>;
 }
 
 impl ShardSource for Store {
-    fn read_range(
-        &self,
-        id: &ObjectId,
-        index: u16,
-        offset: u64,
-        len: u64,
-    ) -> Result<Option<Vec<u8>>, String> {
+    fn read_range(&self, id: &ObjectId, index: u16, offset: u64, len: u64) -> Result<Option<Bytes>, String> {
         if !self.has_shard(id, index).map_err(|e| e.to_string())? {
             return Ok(None);
         }
-        self.read_shard(id, index, offset, len).map(Some).map_err(|e| e.to_string())
+        self.read_shard(id, index, offset, len).map(|v| Some(Bytes::from(v))).map_err(|e| e.to_string())
     }
 }
 
@@ -187,6 +182,25 @@ pub async fn download_via(
     len: u64,
     bulk: bool,
 ) -> Result<Vec<u8>, DownloadError> {
+    let mut out = Vec::new();
+    download_into(node, peer, addrs, id, index, offset, len, bulk, &mut out).await?;
+    Ok(out)
+}
+
+/// As [`download_via`], into `out` (its contents replaced, its allocation reused: a caller
+/// fetching shard after shard spares the page faults of a fresh buffer each time).
+#[allow(clippy::too_many_arguments)]
+pub async fn download_into(
+    node: &NodeHandle,
+    peer: PeerId,
+    addrs: &[Multiaddr],
+    id: &ObjectId,
+    index: u16,
+    offset: u64,
+    len: u64,
+    bulk: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), DownloadError> {
     let limits = node.stream_limits();
     let size = usize::try_from(len)
         .ok()
@@ -222,24 +236,26 @@ pub async fn download_via(
                 return Err(DownloadError::Failed(format!("announced {n} bytes for a range of {len}")));
             }
             StreamHeader::Data { .. } => {
-                let mut out = vec![0u8; size];
+                out.clear();
+                out.resize(size, 0);
                 for piece in out.chunks_mut(READ_STEP) {
                     step(t, "reading shard bytes", futures::AsyncReadExt::read_exact(&mut s, piece))
                         .await
                         .map_err(DownloadError::Failed)?;
                 }
                 let _ = s.close().await;
-                return Ok(out);
+                return Ok(());
             }
             StreamHeader::Bulk { port, token, .. } => {
                 let Some(ip) = bulk_ip else {
                     return Err(DownloadError::Failed("offered the bulk path unasked".into()));
                 };
                 // The stream stays open while the port is used: closing it releases the ticket.
-                let fetched = super::bulk::fetch(std::net::SocketAddr::new(ip, port), &token, size, t).await;
+                let at = std::net::SocketAddr::new(ip, port);
+                let fetched = super::bulk::fetch_into(at, &token, size, t, out).await;
                 let _ = s.close().await;
                 match fetched {
-                    Ok(out) => return Ok(out),
+                    Ok(()) => return Ok(()),
                     Err(why) => {
                         // Try the stream instead, and leave this provider's bulk port alone.
                         tracing::debug!(%peer, why, "bulk path failed; using the stream");
@@ -435,7 +451,7 @@ async fn finish(s: &mut libp2p::Stream, t: Duration, header: StreamHeader) -> Re
     step(t, "closing", s.close()).await
 }
 
-pub(super) type Slice = Result<Option<Vec<u8>>, String>;
+pub(super) type Slice = Result<Option<Bytes>, String>;
 
 /// Reads the range slice by slice on a blocking thread, one slice ahead of the consumer; stops
 /// at the first error or when the consumer goes away.
@@ -486,7 +502,7 @@ mod tests {
             index: u16,
             offset: u64,
             len: u64,
-        ) -> Result<Option<Vec<u8>>, String> {
+        ) -> Result<Option<Bytes>, String> {
             let _open = self.gate.read().map_err(|e| e.to_string())?;
             if *id != self.id || index != 3 {
                 return Ok(None);
@@ -494,7 +510,7 @@ mod tests {
             let (at, end) = (offset as usize, (offset + len) as usize);
             self.data
                 .get(at..end)
-                .map(|r| Some(r.to_vec()))
+                .map(|r| Some(Bytes::copy_from_slice(r)))
                 .ok_or_else(|| format!("{at}..{end} is out of range"))
         }
     }
