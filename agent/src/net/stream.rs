@@ -167,28 +167,14 @@ pub async fn download(
     offset: u64,
     len: u64,
 ) -> Result<Vec<u8>, DownloadError> {
-    download_via(node, peer, addrs, id, index, offset, len, true).await
-}
-
-/// As [`download`]; `bulk: false` keeps the bytes on the libp2p stream.
-#[allow(clippy::too_many_arguments)]
-pub async fn download_via(
-    node: &NodeHandle,
-    peer: PeerId,
-    addrs: &[Multiaddr],
-    id: &ObjectId,
-    index: u16,
-    offset: u64,
-    len: u64,
-    bulk: bool,
-) -> Result<Vec<u8>, DownloadError> {
     let mut out = Vec::new();
-    download_into(node, peer, addrs, id, index, offset, len, bulk, &mut out).await?;
+    download_into(node, peer, addrs, id, index, offset, len, true, &mut out).await?;
     Ok(out)
 }
 
-/// As [`download_via`], into `out` (its contents replaced, its allocation reused: a caller
-/// fetching shard after shard spares the page faults of a fresh buffer each time).
+/// As [`download`], into `out` (its contents replaced, its allocation reused: a caller
+/// fetching shard after shard spares the page faults of a fresh buffer each time); `bulk:
+/// false` keeps the bytes on the libp2p stream.
 #[allow(clippy::too_many_arguments)]
 pub async fn download_into(
     node: &NodeHandle,
@@ -547,6 +533,27 @@ mod tests {
         (handle, addrs)
     }
 
+    /// A serving provider (with a bulk port or not) and a client, the shard in memory.
+    struct Served {
+        server: NodeHandle,
+        client: NodeHandle,
+        addrs: Vec<Multiaddr>,
+        id: ObjectId,
+        data: Vec<u8>,
+        gate: Arc<std::sync::RwLock<()>>,
+    }
+
+    async fn served(bulk: bool, len: u64, cancel: &CancellationToken) -> Served {
+        let (server, addrs) = start(true, bulk, cancel).await;
+        let (client, _) = start(false, bulk, cancel).await;
+        let id = ObjectId([7; 32]);
+        let data = bigfile_storage::bench::pseudo_random(len as usize, len);
+        let gate = Arc::new(std::sync::RwLock::new(()));
+        let source = Arc::new(Source { id, data: data.clone(), gate: gate.clone() });
+        tokio::spawn(serve(source, server.clone(), cancel.child_token()));
+        Served { server, client, addrs, id, data, gate }
+    }
+
     /// Sends `request` bytes raw on a new stream and returns the decoded header.
     async fn raw(
         client: &NodeHandle,
@@ -565,14 +572,8 @@ mod tests {
     async fn ranges_arrive_whole_and_limits_hold() {
         let cancel = CancellationToken::new();
         let _stop = cancel.clone().drop_guard();
-        let (server, addrs) = start(true, false, &cancel).await;
-        let (client, _) = start(false, false, &cancel).await;
-        let id = ObjectId([7; 32]);
         // Three slices and a bit, so the read-ahead and a short last slice are exercised.
-        let data = bigfile_storage::bench::pseudo_random((3 * SLICE + 4321) as usize, 1);
-        let gate = Arc::new(std::sync::RwLock::new(()));
-        let source = Arc::new(Source { id, data: data.clone(), gate: gate.clone() });
-        tokio::spawn(serve(source, server.clone(), cancel.child_token()));
+        let Served { server, client, addrs, id, data, gate } = served(false, 3 * SLICE + 4321, &cancel).await;
         let peer = server.peer_id();
 
         let got = download(&client, peer, &addrs, &id, 3, 0, data.len() as u64).await.unwrap();
@@ -629,16 +630,7 @@ mod tests {
         use super::super::bulk::{read_exact, write_all};
         let cancel = CancellationToken::new();
         let _stop = cancel.clone().drop_guard();
-        let (server, addrs) = start(true, true, &cancel).await;
-        let (client, _) = start(false, true, &cancel).await;
-        let id = ObjectId([7; 32]);
-        let data = bigfile_storage::bench::pseudo_random((2 * SLICE + 999) as usize, 2);
-        let gate = Arc::new(std::sync::RwLock::new(()));
-        tokio::spawn(serve(
-            Arc::new(Source { id, data: data.clone(), gate }),
-            server.clone(),
-            cancel.child_token(),
-        ));
+        let Served { server, client, addrs, id, data, .. } = served(true, 2 * SLICE + 999, &cancel).await;
         let peer = server.peer_id();
 
         // Whole shard and a range through the bulk port.
@@ -687,7 +679,8 @@ mod tests {
         assert!(got[..] == data[5..5005]);
         assert!(!client.bulk_unreachable().usable(&peer), "the failed bulk path was not remembered");
         // And with bulk off the bytes come on the stream.
-        let got = download_via(&client, peer, &addrs, &id, 3, 0, 100, false).await.unwrap();
+        let mut got = vec![1; 7];
+        download_into(&client, peer, &addrs, &id, 3, 0, 100, false, &mut got).await.unwrap();
         assert!(got[..] == data[..100]);
     }
 }
