@@ -230,11 +230,7 @@ impl NetworkConfig {
         match self.bulk_listen.as_str() {
             "off" => (None, false),
             "auto" => {
-                let ip = self.listen_addrs().iter().find_map(|a| match a.iter().next()? {
-                    libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::from(ip)),
-                    libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::from(ip)),
-                    _ => None,
-                });
+                let ip = self.listen_addrs().iter().find_map(crate::net::bulk::ip_in);
                 (ip.map(|ip| std::net::SocketAddr::new(ip, 0)), true)
             }
             at => (at.parse().ok(), true),

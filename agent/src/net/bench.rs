@@ -40,13 +40,13 @@ use bigfile_storage::{Geometry, ObjectId, PutParams, Store, StoreConfig};
 use indicatif::ProgressBar;
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::announce::SignedAvailability;
-use super::bulk::{read_exact, write_all};
 use super::node::{self, InboundRequest, NodeHandle};
 use super::protocol::{Codec, PROTOCOL, Request, Response};
 use super::{service, stream, transfer};
@@ -671,26 +671,26 @@ async fn tcp_baseline(shard: &Arc<Vec<u8>>, reps: u64, fresh: bool) -> Result<f6
     let addr = listener.local_addr()?;
     let data = shard.clone();
     let server = tokio::spawn(async move {
-        let (sock, _) = listener.accept().await?;
+        let (mut sock, _) = listener.accept().await?;
         sock.set_nodelay(true)?;
         let mut req = [0u8; 8];
         // One answer per request until the client hangs up.
-        while read_exact(&sock, &mut req).await.is_ok() {
-            write_all(&sock, &data).await?;
+        while sock.read_exact(&mut req).await.is_ok() {
+            sock.write_all(&data).await?;
         }
         io::Result::Ok(())
     });
-    let sock = TcpStream::connect(addr).await?;
+    let mut sock = TcpStream::connect(addr).await?;
     sock.set_nodelay(true)?;
     let mut buf = vec![0u8; shard.len()];
     let mut secs = 0.0;
     for i in 0..=reps {
         let start = Instant::now();
-        write_all(&sock, &i.to_le_bytes()).await?;
+        sock.write_all(&i.to_le_bytes()).await?;
         if fresh {
             buf = vec![0u8; shard.len()];
         }
-        read_exact(&sock, &mut buf).await?;
+        sock.read_exact(&mut buf).await?;
         if i > 0 {
             secs += start.elapsed().as_secs_f64();
         }

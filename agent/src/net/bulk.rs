@@ -29,19 +29,20 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bigfile_storage::ObjectId;
 use libp2p::PeerId;
 use libp2p::multiaddr::{Multiaddr, Protocol};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::node::StreamLimits;
-use super::stream::{READ_STEP, Slice, Slot};
+use super::stream::{READ_STEP, Slice, Slot, next_slice, step};
 
 /// Bytes in a bulk token.
 pub const TOKEN_LEN: usize = 32;
@@ -165,140 +166,83 @@ impl BulkServer {
 
     async fn answer(
         &self,
-        sock: TcpStream,
+        mut sock: TcpStream,
         permit: tokio::sync::OwnedSemaphorePermit,
         limits: StreamLimits,
     ) -> Result<(), String> {
         let mut token = [0u8; TOKEN_LEN];
-        match tokio::time::timeout(TOKEN_WAIT, read_exact(&sock, &mut token)).await {
-            Ok(Ok(())) => {}
+        match tokio::time::timeout(TOKEN_WAIT, sock.read_exact(&mut token)).await {
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(format!("reading the token: {e}")),
             Err(_) => return Err("no token in time".into()),
         }
         drop(permit);
-        let Some(Ticket { peer, what, len, first, mut rest, slot, .. }) = self.redeem(&token) else {
+        // The slot stays taken until the bytes are sent.
+        let Some(Ticket { peer, what, len, first, mut rest, slot: _slot, .. }) = self.redeem(&token) else {
             return Err("unknown or expired token".into());
         };
-        let _slot = slot;
         let t = limits.timeout;
         let mut sent = first.len() as u64;
-        timed(t, "writing shard bytes", write_all(&sock, &first)).await?;
+        step(t, "writing shard bytes", sock.write_all(&first)).await?;
         drop(first);
         while sent < len {
-            match rest.recv().await {
-                Some(Ok(Some(d))) => {
-                    sent += d.len() as u64;
-                    timed(t, "writing shard bytes", write_all(&sock, &d)).await?;
-                }
-                Some(Ok(None)) => {
-                    return Err(format!(
-                        "shard {} of {} removed while being sent to {peer}",
-                        what.1,
-                        what.0.to_hex()
-                    ));
-                }
-                Some(Err(why)) => return Err(why),
-                None => return Err("reader stopped".into()),
-            }
+            let d = next_slice(&mut rest)
+                .await
+                .map_err(|why| format!("shard {} of {} for {peer}: {why}", what.1, what.0.to_hex()))?;
+            sent += d.len() as u64;
+            step(t, "writing shard bytes", sock.write_all(&d)).await?;
         }
         Ok(())
     }
 }
 
-async fn timed<T>(limit: Duration, what: &str, f: impl Future<Output = io::Result<T>>) -> Result<T, String> {
-    match tokio::time::timeout(limit, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: timed out after {} s", limit.as_secs())),
+/// The IP a multiaddr starts with (`/ip4/…` or `/ip6/…`), if it does.
+pub fn ip_in(a: &Multiaddr) -> Option<IpAddr> {
+    match a.iter().next()? {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
     }
 }
 
 /// The IP a client reaches `addrs`' owner on: the first plain IPv4/IPv6 address given.
-pub fn ip_of(addrs: &[Multiaddr]) -> Option<std::net::IpAddr> {
-    addrs.iter().find_map(|a| match a.iter().next()? {
-        Protocol::Ip4(ip) if !ip.is_unspecified() => Some(ip.into()),
-        Protocol::Ip6(ip) if !ip.is_unspecified() => Some(ip.into()),
-        _ => None,
-    })
+pub fn ip_of(addrs: &[Multiaddr]) -> Option<IpAddr> {
+    addrs.iter().filter_map(ip_in).find(|ip| !ip.is_unspecified())
 }
 
 /// Client side: connects to `at`, presents `token` and reads exactly `len` bytes into `out`
-/// (replacing its contents, reusing its allocation), each [`READ_STEP`] bytes under `step`.
+/// (replacing its contents, reusing its allocation), each [`READ_STEP`] bytes under `limit`.
 /// Nothing is verified here.
 pub async fn fetch_into(
     at: SocketAddr,
     token: &[u8; TOKEN_LEN],
     len: usize,
-    step: Duration,
+    limit: Duration,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let sock = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(at)).await {
+    let mut sock = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(at)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(format!("connecting to {at}: {e}")),
         Err(_) => return Err(format!("connecting to {at}: no answer in {} s", CONNECT_TIMEOUT.as_secs())),
     };
-    timed(step, "sending the token", write_all(&sock, token)).await?;
+    step(limit, "sending the token", sock.write_all(token)).await?;
     out.clear();
     out.reserve_exact(len);
     while out.len() < len {
         let want = (len - out.len()).min(READ_STEP);
-        timed(step, "reading shard bytes", read_into(&sock, out, want)).await?;
+        step(limit, "reading shard bytes", read_into(&mut sock, out, want)).await?;
     }
     Ok(())
-}
-
-/// As [`fetch_into`], into a new buffer.
-pub async fn fetch(
-    at: SocketAddr,
-    token: &[u8; TOKEN_LEN],
-    len: usize,
-    step: Duration,
-) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    fetch_into(at, token, len, step, &mut out).await?;
-    Ok(out)
 }
 
 /// Appends exactly `n` bytes from `sock` to `out`, straight into its spare capacity (no
 /// zero-filling first).
-async fn read_into(sock: &TcpStream, out: &mut Vec<u8>, n: usize) -> io::Result<()> {
+async fn read_into(sock: &mut TcpStream, out: &mut Vec<u8>, n: usize) -> io::Result<()> {
     let end = out.len() + n;
     while out.len() < end {
-        sock.readable().await?;
         let left = end - out.len();
-        let mut room = bytes::BufMut::limit(&mut *out, left);
-        match sock.try_read_buf(&mut room) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// `write_all` on a tokio `TcpStream` through readiness (no `io-util` needed).
-pub async fn write_all(sock: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        sock.writable().await?;
-        match sock.try_write(buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// `read_exact` on a tokio `TcpStream` through readiness.
-pub async fn read_exact(sock: &TcpStream, mut buf: &mut [u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        sock.readable().await?;
-        match sock.try_read(buf) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => buf = &mut buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        if sock.read_buf(&mut bytes::BufMut::limit(&mut *out, left)).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
     Ok(())

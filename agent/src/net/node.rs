@@ -182,10 +182,36 @@ pub struct NodeHandle {
     bulk_unreachable: Arc<super::bulk::Unreachable>,
 }
 
-/// First wait before a request answered `Busy` is sent again; doubles up to [`BUSY_BACKOFF_MAX`].
+/// First wait before asking a peer that answered `Busy` again; doubles up to [`BUSY_BACKOFF_MAX`].
 const BUSY_BACKOFF_START: Duration = Duration::from_millis(20);
-/// Longest wait between two tries of a request answered `Busy`.
+/// Longest wait between two asks of a busy peer.
 const BUSY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Waits between asks of a peer that answered `Busy` (a request or a shard stream), for as long
+/// as one request may take.
+pub(super) struct BusyBackoff {
+    next: Duration,
+    until: Instant,
+}
+
+impl BusyBackoff {
+    /// Back-off that gives up `limit` from now.
+    pub(super) fn new(limit: Duration) -> Self {
+        BusyBackoff { next: BUSY_BACKOFF_START, until: Instant::now() + limit }
+    }
+
+    /// Sleeps before the next ask (with jitter, so askers spread out); false, without
+    /// sleeping, when that would pass the limit.
+    pub(super) async fn wait(&mut self) -> bool {
+        if Instant::now() + self.next >= self.until {
+            return false;
+        }
+        let jitter = rand::random::<u64>() % (self.next.as_millis() as u64 / 2 + 1);
+        tokio::time::sleep(self.next + Duration::from_millis(jitter)).await;
+        self.next = (self.next * 2).min(BUSY_BACKOFF_MAX);
+        true
+    }
+}
 /// Peers whose outbound limiters are kept before idle ones are dropped.
 const OUTBOUND_PEERS_KEPT: usize = 1024;
 
@@ -234,8 +260,7 @@ impl NodeHandle {
         addrs: Vec<Multiaddr>,
         mut request: Request,
     ) -> Result<Response, NetError> {
-        let deadline = Instant::now() + self.limits.timeout;
-        let mut backoff = BUSY_BACKOFF_START;
+        let mut backoff = BusyBackoff::new(self.limits.timeout);
         loop {
             let again = (!matches!(request, Request::PutShard { .. })).then(|| request.clone());
             let permit = self.outbound.acquire(peer).await;
@@ -243,12 +268,7 @@ impl NodeHandle {
             let r = self.call(|reply| Command::Request { peer, addrs, request, reply }).await?;
             drop(permit);
             match (r, again) {
-                (Ok(Response::Busy), Some(next)) if Instant::now() + backoff < deadline => {
-                    let jitter = rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1);
-                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-                    backoff = (backoff * 2).min(BUSY_BACKOFF_MAX);
-                    request = next;
-                }
+                (Ok(Response::Busy), Some(next)) if backoff.wait().await => request = next,
                 (r, _) => return r,
             }
         }

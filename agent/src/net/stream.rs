@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::bulk::{BulkServer, TICKET_TTL, Ticket};
-use super::node::NodeHandle;
+use super::node::{BusyBackoff, NodeHandle};
 use super::protocol::{encode, read_frame, write_frame};
 
 /// The stream protocol's name.
@@ -47,11 +47,6 @@ pub const MAX_HEADER: u64 = 4096;
 pub const SLICE: u64 = 4 << 20;
 /// Bytes the client reads per step (each under the step timeout).
 pub(super) const READ_STEP: usize = 1 << 20;
-/// First wait before a download answered `Busy` asks again; doubles up to [`BUSY_BACKOFF_MAX`].
-/// A download keeps asking for up to `network.request_timeout_secs`.
-const BUSY_BACKOFF_START: Duration = Duration::from_millis(20);
-/// Longest wait between two asks of a busy provider.
-const BUSY_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Points taken from a peer that sends a malformed request.
 const MALFORMED_PENALTY: i32 = 100;
 
@@ -143,7 +138,8 @@ impl std::fmt::Display for DownloadError {
     }
 }
 
-async fn step<T>(
+/// `f` under `limit`, its error or timeout described with `what`.
+pub(super) async fn step<T>(
     limit: Duration,
     what: &str,
     f: impl std::future::Future<Output = std::io::Result<T>>,
@@ -196,8 +192,8 @@ pub async fn download_into(
     let mut bulk_ip = (bulk && limits.bulk_downloads && node.bulk_unreachable().usable(&peer))
         .then(|| super::bulk::ip_of(addrs))
         .flatten();
-    let busy_until = Instant::now() + limits.timeout;
-    let mut backoff = BUSY_BACKOFF_START;
+    // A busy provider is asked again for up to `network.request_timeout_secs`.
+    let mut backoff = BusyBackoff::new(limits.timeout);
     loop {
         let request = match bulk_ip {
             Some(_) => StreamRequest::GetShardBulk { id: id.0, index, offset, len },
@@ -250,10 +246,7 @@ pub async fn download_into(
                     }
                 }
             }
-            StreamHeader::Busy if Instant::now() + backoff < busy_until => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BUSY_BACKOFF_MAX);
-            }
+            StreamHeader::Busy if backoff.wait().await => {}
             StreamHeader::Busy => {
                 let secs = limits.timeout.as_secs();
                 return Err(DownloadError::Failed(format!("busy for {secs} s, gave up")));
@@ -412,18 +405,22 @@ async fn answer(
     step(t, "writing shard bytes", s.write_all(&first)).await?;
     drop(first);
     while sent < len {
-        match slices.recv().await {
-            Some(Ok(Some(d))) => {
-                sent += d.len() as u64;
-                step(t, "writing shard bytes", s.write_all(&d)).await?;
-            }
-            // Damaged or vanished mid-way: cut the stream; the client sees a short read.
-            Some(Ok(None)) => return Err("shard removed while being read".into()),
-            Some(Err(why)) => return Err(why),
-            None => return Err("reader stopped".into()),
-        }
+        let d = next_slice(&mut slices).await?;
+        sent += d.len() as u64;
+        step(t, "writing shard bytes", s.write_all(&d)).await?;
     }
     step(t, "closing", s.close()).await
+}
+
+/// The next slice of a range being sent. A shard damaged or removed mid-way is an error: the
+/// sender cuts the connection and the client sees a short read.
+pub(super) async fn next_slice(slices: &mut mpsc::Receiver<Slice>) -> Result<Bytes, String> {
+    match slices.recv().await {
+        Some(Ok(Some(d))) => Ok(d),
+        Some(Ok(None)) => Err("shard removed while being read".into()),
+        Some(Err(why)) => Err(why),
+        None => Err("reader stopped".into()),
+    }
 }
 
 async fn write_header(s: &mut libp2p::Stream, t: Duration, header: StreamHeader) -> Result<(), String> {
@@ -627,7 +624,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bulk_port_carries_ranges_once_per_token_and_falls_back() {
-        use super::super::bulk::{read_exact, write_all};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let cancel = CancellationToken::new();
         let _stop = cancel.clone().drop_guard();
         let Served { server, client, addrs, id, data, .. } = served(true, 2 * SLICE + 999, &cancel).await;
@@ -650,15 +647,16 @@ mod tests {
         // The ticket holds this peer's only slot until it is used.
         assert_eq!(raw(&client, &server, &addrs, &ask).await, StreamHeader::Busy);
         let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let wrong = tokio::net::TcpStream::connect(at).await.unwrap();
-        write_all(&wrong, &[0u8; 32]).await.unwrap();
+        let mut wrong = tokio::net::TcpStream::connect(at).await.unwrap();
+        wrong.write_all(&[0u8; 32]).await.unwrap();
         let mut b = [0u8; 1];
-        assert!(read_exact(&wrong, &mut b).await.is_err(), "a made-up token got bytes");
-        let got = super::super::bulk::fetch(at, &token, 1000, Duration::from_secs(5)).await.unwrap();
+        assert!(wrong.read_exact(&mut b).await.is_err(), "a made-up token got bytes");
+        let mut got = Vec::new();
+        super::super::bulk::fetch_into(at, &token, 1000, Duration::from_secs(5), &mut got).await.unwrap();
         assert!(got[..] == data[10..1010]);
-        let again = tokio::net::TcpStream::connect(at).await.unwrap();
-        write_all(&again, &token).await.unwrap();
-        assert!(read_exact(&again, &mut b).await.is_err(), "a token worked twice");
+        let mut again = tokio::net::TcpStream::connect(at).await.unwrap();
+        again.write_all(&token).await.unwrap();
+        assert!(again.read_exact(&mut b).await.is_err(), "a token worked twice");
         // Used up, the ticket gave the slot back (its stream is still open).
         let mut second = client.open_stream(peer, addrs.clone(), PROTOCOL).await.unwrap();
         write_frame(&mut second, &ask, MAX_REQUEST).await.unwrap();
@@ -668,9 +666,9 @@ mod tests {
         // A client that closes the stream without using the port gives its ticket up.
         drop(second);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let late = tokio::net::TcpStream::connect(at).await.unwrap();
-        write_all(&late, &token).await.unwrap();
-        assert!(read_exact(&late, &mut b).await.is_err(), "a ticket outlived its stream");
+        let mut late = tokio::net::TcpStream::connect(at).await.unwrap();
+        late.write_all(&token).await.unwrap();
+        assert!(late.read_exact(&mut b).await.is_err(), "a ticket outlived its stream");
 
         // A provider whose bulk port cannot be reached is still read, over the stream, and
         // left off the bulk path afterwards. (The ticket issued above goes with its stream.)
