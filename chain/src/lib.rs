@@ -9,3 +9,6 @@ pub mod keystore;
 
 pub use eip191::{SignatureError, recover_address, sign_message};
 pub use keystore::{ChainKey, InvalidPrivateKey, KeystoreError};
+pub mod anvil;
+pub mod bindings;
+pub mod deploy;
