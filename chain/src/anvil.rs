@@ -58,12 +58,14 @@ pub struct AnvilOptions {
     pub state: Option<PathBuf>,
     /// Where anvil's own log goes.
     pub log: PathBuf,
+    /// More command-line arguments (e.g. `--no-mining`, `--base-fee`).
+    pub extra_args: Vec<String>,
 }
 
 impl AnvilOptions {
     /// A chain with `chain_id`, logging to `log`, on a free port, one block per transaction.
     pub fn new(chain_id: u64, log: impl Into<PathBuf>) -> Self {
-        Self { chain_id, block_time: None, port: 0, state: None, log: log.into() }
+        Self { chain_id, block_time: None, port: 0, state: None, log: log.into(), extra_args: Vec::new() }
     }
 }
 
@@ -105,6 +107,7 @@ impl Anvil {
         if let Some(state) = &options.state {
             command.arg("--state").arg(state).arg("--state-interval").arg("2");
         }
+        command.args(&options.extra_args);
         let child = command
             .spawn()
             .map_err(|source| AnvilError::Io { what: format!("spawn {}", binary.display()), source })?;
