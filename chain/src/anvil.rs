@@ -192,6 +192,12 @@ impl Anvil {
         Ok(())
     }
 
+    /// Records that the chain now mines every `seconds` (set over RPC with `evm_setIntervalMining`),
+    /// so a restart keeps doing so.
+    pub fn set_block_time(&mut self, seconds: Option<u64>) {
+        self.options.block_time = seconds;
+    }
+
     /// Leaves the process running after this handle is dropped (`devnet up`); stop it later by pid.
     pub fn detach(mut self) -> u32 {
         self.child = None;

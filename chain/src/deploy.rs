@@ -39,6 +39,23 @@ impl Default for DeployParams {
     }
 }
 
+impl DeployParams {
+    /// Checks what the contracts' constructors check, so a bad value is refused before anything is
+    /// deployed.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=256).contains(&self.period_blocks) {
+            return Err(format!("period_blocks {} must be between 2 and 256", self.period_blocks));
+        }
+        if self.slash_bps > 10_000 {
+            return Err(format!("slash_bps {} must be at most 10000", self.slash_bps));
+        }
+        if self.min_stake.is_zero() {
+            return Err("min_stake must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 /// Where the contracts live on one chain.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Deployment {

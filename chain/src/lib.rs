@@ -11,4 +11,6 @@ pub use eip191::{SignatureError, recover_address, sign_message};
 pub use keystore::{ChainKey, InvalidPrivateKey, KeystoreError};
 pub mod anvil;
 pub mod bindings;
+pub mod challenge;
 pub mod deploy;
+pub mod devnet;
