@@ -234,9 +234,8 @@ impl Devnet {
             {
                 return Err(DevnetError::Running(dir, live.pid));
             }
-            for stale in ["bigfile-2.state"] {
-                let _ = std::fs::remove_file(dir.join(stale));
-            }
+            // A stopped devnet is replaced, not resumed: its keys and addresses are rewritten.
+            let _ = std::fs::remove_file(dir.join("bigfile-2.state"));
         }
         options.params.validate().map_err(DevnetError::Invalid)?;
         let network_id = BIGFILE_NETWORK;
