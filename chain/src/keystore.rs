@@ -57,6 +57,14 @@ pub struct ChainKey {
 impl ChainKey {
     /// Generates a key and writes it encrypted with `password` to `path` (mode 0600).
     pub fn create(path: &Path, password: &[u8]) -> Result<Self, KeystoreError> {
+        let key = ChainKey::random();
+        key.save(path, password)?;
+        Ok(key)
+    }
+
+    /// Writes this key encrypted with `password` to a new keystore at `path` (mode 0600), e.g. a
+    /// devnet account's key for `init --devnet`. Refuses to overwrite a file.
+    pub fn save(&self, path: &Path, password: &[u8]) -> Result<(), KeystoreError> {
         if path.exists() {
             return Err(KeystoreError::Exists(path.to_owned()));
         }
@@ -66,12 +74,10 @@ impl ChainKey {
             path: path.to_owned(),
             why: "file name is not UTF-8".into(),
         })?;
-        let signer = PrivateKeySigner::random();
-        let key = signer.to_bytes();
+        let key = self.signer.to_bytes();
         PrivateKeySigner::encrypt_keystore(dir, &mut rand::thread_rng(), key, password, Some(name))
             .map_err(|e| KeystoreError::Invalid { path: path.to_owned(), why: e.to_string() })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        Ok(ChainKey { signer })
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)
     }
 
     /// Opens and decrypts the keystore at `path`, refusing one that others can read.
@@ -134,6 +140,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keystore.json");
         let key = ChainKey::create(&path, b"correct horse").unwrap();
+        let imported = ChainKey::from_private_key_hex(&format!("{}", key.signer().to_bytes())).unwrap();
+        assert_eq!(imported.address(), key.address());
+        assert!(matches!(imported.save(&path, b"x"), Err(KeystoreError::Exists(_))));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(ChainKey::open(&path, b"correct horse").unwrap().address(), key.address());

@@ -7,8 +7,10 @@
 pub mod eip191;
 pub mod keystore;
 
+pub use alloy;
 pub use eip191::{SignatureError, recover_address, sign_message};
 pub use keystore::{ChainKey, InvalidPrivateKey, KeystoreError};
+
 pub mod anvil;
 pub mod bindings;
 pub mod challenge;

@@ -9,7 +9,7 @@ use bigfile_chain::ChainKey;
 use clap::Args;
 
 use super::Output;
-use crate::config::{Config, render_default};
+use crate::config::{ChainInit, Config, InitValues, render_default};
 use crate::keys;
 
 /// Arguments of `init`.
@@ -31,6 +31,13 @@ pub struct InitArgs {
     /// A peer to join through, `MULTIADDR/p2p/PEERID` (repeatable).
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     pub bootstrap: Vec<libp2p::Multiaddr>,
+    /// Join a local devnet: `[chain]` from this `devnet.json` (written by `devnet up`), and the
+    /// chain key of its account `--account` instead of a new one.
+    #[arg(long, value_name = "DEVNET_JSON", requires = "account")]
+    pub devnet: Option<PathBuf>,
+    /// The devnet account whose key this node uses (`provider-1`, `client-1`, ...).
+    #[arg(long, requires = "devnet")]
+    pub account: Option<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -59,9 +66,20 @@ pub fn run(config_flag: &Path, args: InitArgs, out: &Output) -> Result<ExitCode>
     let password_file = args.password_file.as_deref().map(std::path::absolute).transpose()?;
     let password = keys::read_password(password_file.as_deref())
         .context("init needs a keystore password and never prompts when not asked to")?;
+    let (chain, devnet_key) = match (&args.devnet, &args.account) {
+        (Some(file), Some(account)) => devnet_chain(file, account)?,
+        _ => (None, None),
+    };
     let listen: Vec<String> = args.listen.iter().map(|a| a.to_string()).collect();
     let bootstrap: Vec<String> = args.bootstrap.iter().map(|a| a.to_string()).collect();
-    let text = render_default(&data_dir, args.api, password_file.as_deref(), &listen, &bootstrap);
+    let text = render_default(&InitValues {
+        data_dir: &data_dir,
+        api: args.api,
+        password_file: password_file.as_deref(),
+        listen: &listen,
+        bootstrap: &bootstrap,
+        chain,
+    });
     // Validate before writing anything.
     let cfg = Config::from_toml(&text, &config_path)?;
     std::fs::create_dir_all(&cfg.node.data_dir)?;
@@ -69,7 +87,13 @@ pub fn run(config_flag: &Path, args: InitArgs, out: &Output) -> Result<ExitCode>
         bail!("keys already exist in {}; refusing to overwrite them", cfg.node.data_dir.display());
     }
     let peer_id = keys::create_identity(&cfg.node.identity)?;
-    let key = ChainKey::create(&cfg.node.keystore, &password)?;
+    let key = match devnet_key {
+        Some(key) => {
+            key.save(&cfg.node.keystore, &password)?;
+            key
+        }
+        None => ChainKey::create(&cfg.node.keystore, &password)?,
+    };
     if let Some(parent) = config_path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -97,4 +121,24 @@ pub fn run(config_flag: &Path, args: InitArgs, out: &Output) -> Result<ExitCode>
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[chain]` values and the account key for a node joining the devnet described by `file`.
+fn devnet_chain(file: &Path, account: &str) -> Result<(Option<ChainInit>, Option<ChainKey>)> {
+    use bigfile_chain::devnet::{BIGFILE_NETWORK, DevnetFile};
+    let devnet = DevnetFile::load(file)?;
+    let network = devnet.network(BIGFILE_NETWORK)?;
+    let contracts = network
+        .contracts
+        .with_context(|| format!("{}: network {BIGFILE_NETWORK} has no contracts", file.display()))?;
+    let account = devnet.account(account)?;
+    let key = ChainKey::from_private_key_hex(&account.private_key.to_string())
+        .with_context(|| format!("{}: account {}", file.display(), account.name))?;
+    let chain = ChainInit {
+        rpc_url: network.rpc_url.clone(),
+        chain_id: network.chain_id,
+        storage_market: contracts.storage_market.to_checksum(None),
+        start_block: contracts.deploy_block,
+    };
+    Ok((Some(chain), Some(key)))
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod client;
+mod devnet;
 mod init;
 mod status;
 mod store;
@@ -51,6 +52,9 @@ pub enum Command {
     Client(client::ClientCmd),
     /// List the running daemon's connected peers and known providers.
     Peers,
+    /// A local BigFile chain with the contracts and funded accounts, for trying and testing.
+    #[command(subcommand)]
+    Devnet(devnet::DevnetCmd),
     /// Measure this machine against raw baselines, in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -121,6 +125,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(cmd) => bench::run(&cli.config, cmd, &out),
+        Command::Devnet(cmd) => devnet::run(cmd, &out),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Every error names the file, the line and the dotted key, e.g.
 //! `config.toml:14: storage.parity: must be at least 1`.
 
+mod chain;
 mod size;
 mod template;
 
@@ -11,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use chain::{ChainConfig, DealDefaults};
 pub use size::ByteSize;
-pub use template::render_default;
+pub use template::{ChainInit, InitValues, render_default};
 
 /// Default location of the configuration file of a packaged install.
 pub const DEFAULT_PATH: &str = "/etc/bigfile-agent/config.toml";
@@ -29,6 +31,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The libp2p network.
     pub network: NetworkConfig,
+    /// The BigFile chain: deals, proofs, rewards.
+    pub chain: ChainConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -395,6 +399,8 @@ impl Config {
         if r.lease_secs < 10 || r.lease_secs > 3600 {
             bad("network.repair.lease_secs", "must be from 10 to 3600".into());
         }
+        self.chain.validate(&mut p);
+        let mut bad = |key: &str, message: String| p.push(Problem { key: key.into(), message });
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad("log.level", format!("`{}` is not a log filter (try `info` or `debug`)", self.log.level));
         }

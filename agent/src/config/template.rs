@@ -3,18 +3,43 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-/// Renders the default config for a node whose state lives in `data_dir`.
+/// What `init` puts into a new config; everything else is the built-in default.
+#[derive(Debug, Clone)]
+pub struct InitValues<'a> {
+    /// State directory.
+    pub data_dir: &'a Path,
+    /// Local HTTP API address.
+    pub api: SocketAddr,
+    /// Keystore password file.
+    pub password_file: Option<&'a Path>,
+    /// Listen addresses (empty: the defaults).
+    pub listen: &'a [String],
+    /// Bootstrap peers.
+    pub bootstrap: &'a [String],
+    /// The chain to join (`init --devnet`); `None` leaves `[chain]` disabled.
+    pub chain: Option<ChainInit>,
+}
+
+/// The chain a new node joins.
+#[derive(Debug, Clone)]
+pub struct ChainInit {
+    /// HTTP JSON-RPC URL.
+    pub rpc_url: String,
+    /// Its chain id.
+    pub chain_id: u64,
+    /// The StorageMarket contract's address.
+    pub storage_market: String,
+    /// The contracts' deployment block.
+    pub start_block: u64,
+}
+
+/// Renders the default config for a new node.
 ///
 /// Every value equals the built-in default except the ones given here (`listen` replaces the
 /// default listen addresses when not empty); a test checks that the rendered file parses,
 /// validates and means exactly that.
-pub fn render_default(
-    data_dir: &Path,
-    api: SocketAddr,
-    password_file: Option<&Path>,
-    listen: &[String],
-    bootstrap: &[String],
-) -> String {
+pub fn render_default(v: &InitValues<'_>) -> String {
+    let InitValues { data_dir, api, password_file, listen, bootstrap, .. } = *v;
     let list =
         |v: &[String]| format!("[{}]", v.iter().map(|s| toml_string(s)).collect::<Vec<_>>().join(", "));
     let listen = if listen.is_empty() { list(&super::NetworkConfig::default().listen) } else { list(listen) };
@@ -22,6 +47,20 @@ pub fn render_default(
     let password = match password_file {
         Some(p) => format!("password_file = {}", toml_string(&p.display().to_string())),
         None => "# password_file = \"/etc/bigfile-agent/keystore-password\"".to_string(),
+    };
+    let d = super::ChainConfig::default();
+    let chain = match &v.chain {
+        Some(c) => format!(
+            "enabled = true\nrpc_url = {}\nchain_id = {}\nstorage_market = {}\nstart_block = {}",
+            toml_string(&c.rpc_url),
+            c.chain_id,
+            toml_string(&c.storage_market),
+            c.start_block
+        ),
+        None => format!(
+            "enabled = false\nrpc_url = {}\n# chain_id = 2442\n# storage_market = \"0x...\"\nstart_block = 0",
+            toml_string(&d.rpc_url)
+        ),
     };
     format!(
         r#"# bigfile-agent configuration. Unknown keys are errors; `bigfile-agent config check` validates.
@@ -114,11 +153,46 @@ interval_secs = 60
 grace_secs = 600
 lease_secs = 600
 
+[chain]
+# The BigFile L2: storage deals, proofs each period, slashing and BIG rewards. Off: the node
+# only serves the storage network. `rpc_url` must report `chain_id` (checked before anything is
+# signed); the registry and the BIG token are read from the `storage_market` contract; the event
+# watcher starts at `start_block` (the contracts' deployment block).
+{chain}
+# Blocks a block must be buried under before its events are acted on (reorg safety).
+confirmations = {confirmations}
+# Milliseconds between polls for new blocks.
+poll_interval_ms = {poll}
+# Gas budget: the highest fee per gas ever paid (gwei) and the most gas one transaction may use.
+max_fee_gwei = {max_fee}
+max_gas_per_tx = {max_gas}
+# Seconds without a receipt before a transaction is re-sent with higher fees (same nonce).
+replace_after_secs = {replace}
+# Proofs go out at least this many blocks before their period ends, at most proof_batch a transaction.
+proof_margin_blocks = {margin}
+proof_batch = {batch}
+# Take free slots of deals whose shards this node holds and has verified.
+take_slots = true
+
+[chain.deal]
+# What `client put` offers: proving periods, and BIG base units per shard slot per proven period.
+periods = {periods}
+price_per_slot_period = {price}
+
 [log]
 # A tracing filter such as "info", "debug" or "bigfile_storage=debug,info".
 level = "info"
 "#,
         data_dir = toml_string(&data_dir.display().to_string()),
+        confirmations = d.confirmations,
+        poll = d.poll_interval_ms,
+        max_fee = d.max_fee_gwei,
+        max_gas = d.max_gas_per_tx,
+        replace = d.replace_after_secs,
+        margin = d.proof_margin_blocks,
+        batch = d.proof_batch,
+        periods = d.deal.periods,
+        price = d.deal.price_per_slot_period,
     )
 }
 

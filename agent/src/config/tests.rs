@@ -7,8 +7,14 @@ fn check(text: &str) -> Result<Config, String> {
 #[test]
 fn the_file_init_writes_parses_validates_and_means_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
-    let text =
-        render_default(dir.path(), SocketAddr::from(([127, 0, 0, 1], 7777)), Some(Path::new("pw")), &[], &[]);
+    let text = render_default(&InitValues {
+        data_dir: dir.path(),
+        api: SocketAddr::from(([127, 0, 0, 1], 7777)),
+        password_file: Some(Path::new("pw")),
+        listen: &[],
+        bootstrap: &[],
+        chain: None,
+    });
     let cfg = Config::from_toml(&text, &dir.path().join("config.toml")).unwrap();
     let mut expected = Config::default();
     expected.node.data_dir = dir.path().to_owned();
@@ -19,16 +25,46 @@ fn the_file_init_writes_parses_validates_and_means_the_defaults() {
 
     // Flags from `init` land in the file.
     let boot = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWLDUuGMcFjp2yHxhTwbXRqkJXVmxS5WV5FwwZ7NuRFG6i".to_string();
-    let text = render_default(
-        dir.path(),
-        SocketAddr::from(([127, 0, 0, 1], 7777)),
-        None,
-        &["/ip4/127.0.0.1/tcp/4002".into()],
-        std::slice::from_ref(&boot),
-    );
+    let text = render_default(&InitValues {
+        data_dir: dir.path(),
+        api: SocketAddr::from(([127, 0, 0, 1], 7777)),
+        password_file: None,
+        listen: &["/ip4/127.0.0.1/tcp/4002".into()],
+        bootstrap: std::slice::from_ref(&boot),
+        chain: Some(ChainInit {
+            rpc_url: "http://127.0.0.1:9545".into(),
+            chain_id: 1_337_002,
+            storage_market: "0x5FbDB2315678afecb367f032d93F642f64180aa3".into(),
+            start_block: 7,
+        }),
+    });
     let cfg = Config::from_toml(&text, &dir.path().join("config.toml")).unwrap();
     assert_eq!(cfg.network.listen, vec!["/ip4/127.0.0.1/tcp/4002".to_string()]);
     assert_eq!(cfg.network.bootstrap, vec![boot]);
+    assert!(cfg.chain.enabled);
+    assert_eq!((cfg.chain.chain_id, cfg.chain.start_block), (1_337_002, 7));
+    assert_eq!(cfg.chain.rpc_url, "http://127.0.0.1:9545");
+    assert!(cfg.chain.market_address().is_some());
+}
+
+#[test]
+fn chain_settings_are_checked_when_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    // Disabled: nothing about the chain is required.
+    check(&with(dir.path(), "[chain]\nenabled = false\n")).unwrap();
+    let e = check(&with(
+        dir.path(),
+        "[chain]\nenabled = true\nrpc_url = \"ftp://x\"\nstorage_market = \"0x12\"\n",
+    ))
+    .unwrap_err();
+    assert!(e.contains(":6: chain.rpc_url: `ftp://x` is not an http:// or https:// URL"), "{e}");
+    assert!(e.contains(":4: chain.chain_id: must be set"), "{e}");
+    assert!(
+        e.contains(":7: chain.storage_market: `0x12` is not a 0x-prefixed 20-byte contract address"),
+        "{e}"
+    );
+    // Deal defaults are checked only when the chain is enabled.
+    check(&with(dir.path(), "[chain.deal]\nperiods = 1\n")).unwrap();
 }
 
 #[test]
