@@ -16,3 +16,12 @@ pub mod bindings;
 pub mod challenge;
 pub mod deploy;
 pub mod devnet;
+pub mod errors;
+pub mod sender;
+pub mod watcher;
+
+pub use errors::{CustomError, RevertReason, decode_revert};
+pub use sender::{SendError, SenderConfig, SenderHandle, TxOutcome, TxRequest};
+pub use watcher::{
+    Cursor, CursorStore, Handler, HandlerError, LogBatch, Rewind, WatcherConfig, WatcherHandle, WatcherStatus,
+};
