@@ -98,6 +98,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         let token = root.child_token();
         tasks.spawn(async move { ("api", api::serve(listener, state, token).await) });
     }
+    if cfg.chain.enabled {
+        let (c, signer, s, token) =
+            (cfg.chain.clone(), chain_key.signer().clone(), store.clone(), root.child_token());
+        let (status, _) = tokio::sync::watch::channel(None);
+        tasks.spawn(async move { ("chain", crate::chain::service::run(c, signer, s, status, token).await) });
+    }
     if cfg.storage.scrub.enabled {
         let (store, scrub, token) = (store.clone(), cfg.storage.scrub.clone(), root.child_token());
         tasks.spawn(async move { ("scrub", scrub_task(store, scrub, token).await) });

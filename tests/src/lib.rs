@@ -245,8 +245,32 @@ impl Cluster {
 
     /// As [`Cluster::start_with`], every provider process also getting the variables in `env`.
     pub fn start_with_env(n: usize, edit: impl Fn(String) -> String, env: &[(&str, &str)]) -> Cluster {
+        Self::start_full(n, edit, env, None)
+    }
+
+    /// As [`Cluster::start_with`], on the devnet described by `devnet` (its `devnet.json`):
+    /// provider `i` uses the devnet account `provider-{i+1}` and registers with `stake` BIG before
+    /// its daemon starts; the client uses `client-1`.
+    pub fn start_on_chain(n: usize, devnet: &Path, stake: &str, edit: impl Fn(String) -> String) -> Cluster {
+        Self::start_full(n, edit, &[], Some((devnet, stake)))
+    }
+
+    fn start_full(
+        n: usize,
+        edit: impl Fn(String) -> String,
+        env: &[(&str, &str)],
+        chain: Option<(&Path, &str)>,
+    ) -> Cluster {
+        let devnet_args = |account: String| -> Vec<String> {
+            match chain {
+                Some((file, _)) => {
+                    vec!["--devnet".into(), file.display().to_string(), "--account".into(), account]
+                }
+                None => Vec::new(),
+            }
+        };
         let mut providers: Vec<Provider> = Vec::new();
-        for _ in 0..n {
+        for i in 0..n {
             let api = free_port();
             // The first provider speaks QUIC only, so every node dials it over QUIC; the rest TCP.
             let listen = if providers.is_empty() {
@@ -255,6 +279,7 @@ impl Cluster {
                 format!("/ip4/127.0.0.1/tcp/{}", free_port())
             };
             let mut args = vec!["--listen".to_string(), listen.clone()];
+            args.extend(devnet_args(format!("provider-{}", i + 1)));
             for p in &providers {
                 args.push("--bootstrap".into());
                 args.push(p.addr.clone());
@@ -269,6 +294,9 @@ impl Cluster {
                         .replace("announcement_max_age_secs = 300", "announcement_max_age_secs = 30"),
                 )
             });
+            if let Some((_, stake)) = chain {
+                node.json(&["register", "--stake", stake]);
+            }
             let daemon = node.spawn_run_logged();
             providers.push(Provider {
                 node,
@@ -278,8 +306,10 @@ impl Cluster {
                 daemon: Some(daemon),
             });
         }
+        let client_args = devnet_args("client-1".into());
+        let client_argv: Vec<&str> = client_args.iter().map(String::as_str).collect();
         let mut c = Cluster {
-            client: Node::init_with(tempfile::tempdir().expect("tempdir"), free_port(), &[]),
+            client: Node::init_with(tempfile::tempdir().expect("tempdir"), free_port(), &client_argv),
             providers,
         };
         let boots: Vec<String> = c.providers.iter().map(|p| p.addr.clone()).collect();

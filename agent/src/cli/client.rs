@@ -41,6 +41,16 @@ pub enum ClientCmd {
         /// Seconds to wait for providers to answer.
         #[arg(long, default_value_t = 20)]
         timeout: u64,
+        /// Storage deal: proving periods (default: chain.deal.periods).
+        #[arg(long)]
+        periods: Option<u32>,
+        /// Storage deal: BIG per shard slot per proven period, e.g. 0.001 (default:
+        /// chain.deal.price_per_slot_period).
+        #[arg(long)]
+        price: Option<String>,
+        /// Upload only; create no deal on chain even when [chain] is enabled.
+        #[arg(long)]
+        no_deal: bool,
     },
     /// Fetch an object from its holders, verify and rebuild it.
     Get {
@@ -91,6 +101,9 @@ struct PutResult {
     holders: Vec<HolderReport>,
     /// Providers that refused or failed a shard and were replaced.
     failed: Vec<String>,
+    /// The storage deal created on chain, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deal: Option<crate::chain::deals::DealReport>,
     secs: f64,
 }
 
@@ -179,9 +192,14 @@ pub fn run(cfg: &Config, cmd: ClientCmd, out: &Output) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         match cmd {
-            ClientCmd::Put { file, coding, timeout } => {
+            ClientCmd::Put { file, coding, timeout, periods, price, no_deal } => {
                 let (k, m, stripe) = coding.resolve(cfg)?;
-                let r = put(cfg, file, k, m, stripe, Duration::from_secs(timeout), out).await?;
+                let terms = if cfg.chain.enabled && !no_deal {
+                    Some(crate::chain::deals::DealTerms::from_config(&cfg.chain, periods, price.as_deref())?)
+                } else {
+                    None
+                };
+                let r = put(cfg, file, (k, m, stripe), terms, Duration::from_secs(timeout), out).await?;
                 out.print(&r, || {
                     let mut s = format!(
                         "{}\n  {} bytes as {}+{} shards on {} providers in {:.1} s",
@@ -197,6 +215,12 @@ pub fn run(cfg: &Config, cmd: ClientCmd, out: &Output) -> Result<ExitCode> {
                     }
                     for f in &r.failed {
                         s += &format!("\n  replaced: {f}");
+                    }
+                    if let Some(d) = &r.deal {
+                        s += &format!(
+                            "\n  deal {} on chain: {} periods from block {}, {} BIG escrowed (tx {})",
+                            d.deal_id, d.periods, d.start_block, d.deposit, d.tx
+                        );
                     }
                     s
                 });
@@ -292,9 +316,8 @@ async fn check(cfg: &Config, id: &str, timeout: Duration) -> Result<CheckResult>
 async fn put(
     cfg: &Config,
     file: PathBuf,
-    k: u16,
-    m: u16,
-    stripe: u32,
+    (k, m, stripe): (u16, u16, u32),
+    terms: Option<crate::chain::deals::DealTerms>,
     timeout: Duration,
     out: &Output,
 ) -> Result<PutResult> {
@@ -317,6 +340,14 @@ async fn put(
             geometry.shard_len()
         );
     }
+    // Connect to the chain and check the client can pay before anything is uploaded.
+    let cancel = CancellationToken::new();
+    let deal_client = match terms {
+        Some(terms) => {
+            Some(crate::chain::deals::DealClient::connect(cfg, terms, &geometry, cancel.clone()).await?)
+        }
+        None => None,
+    };
     let (manifest, shards) = tokio::task::spawn_blocking(move || encode_object(&data, geometry)).await??;
     let manifest = Arc::new(manifest);
     let id = manifest.object_id();
@@ -326,6 +357,13 @@ async fn put(
     bar.finish_and_clear();
     client.stop().await;
     let (holders, failed) = result?;
+    let deal = match deal_client {
+        Some(dc) => Some(dc.create(&manifest).await.with_context(|| {
+            format!("the object {} is stored, but its deal could not be created", id.to_hex())
+        })?),
+        None => None,
+    };
+    cancel.cancel();
     Ok(PutResult {
         id: id.to_hex(),
         size: geometry.size,
@@ -333,6 +371,7 @@ async fn put(
         parity: m,
         holders: holders.iter().map(|h| HolderReport { index: h.index, peer: peer_of(h) }).collect(),
         failed,
+        deal,
         secs: started.elapsed().as_secs_f64(),
     })
 }

@@ -2,6 +2,7 @@
 //! any error (2 for a usage error).
 
 mod bench;
+mod chain;
 mod client;
 mod devnet;
 mod init;
@@ -52,6 +53,20 @@ pub enum Command {
     Client(client::ClientCmd),
     /// List the running daemon's connected peers and known providers.
     Peers,
+    /// Register this node's peer id and address on chain and bond a BIG stake (or add to it).
+    Register {
+        /// BIG to bond, e.g. 1000 or 1500.5.
+        #[arg(long)]
+        stake: String,
+    },
+    /// The storage deals in which this node holds a slot, read from the chain.
+    Deals,
+    /// BIG rewards earned and claimable; `rewards claim` withdraws them.
+    Rewards {
+        /// `claim`: withdraw everything claimable.
+        #[command(subcommand)]
+        cmd: Option<chain::RewardsCmd>,
+    },
     /// A local BigFile chain with the contracts and funded accounts, for trying and testing.
     #[command(subcommand)]
     Devnet(devnet::DevnetCmd),
@@ -126,6 +141,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Bench(cmd) => bench::run(&cli.config, cmd, &out),
         Command::Devnet(cmd) => devnet::run(cmd, &out),
+        Command::Register { stake } => {
+            let cfg = Config::load(&cli.config)?;
+            crate::logging::init("warn");
+            chain::register(&cfg, &stake, &out)
+        }
+        Command::Deals => {
+            let cfg = Config::load(&cli.config)?;
+            crate::logging::init("warn");
+            chain::deals(&cfg, &out)
+        }
+        Command::Rewards { cmd } => {
+            let cfg = Config::load(&cli.config)?;
+            crate::logging::init("warn");
+            chain::rewards(&cfg, cmd, &out)
+        }
     }
 }
 

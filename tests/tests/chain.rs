@@ -1,0 +1,181 @@
+//! End to end on a real anvil chain with real agents: providers register and stake, a client
+//! stores an object with a deal, every provider takes its slot and proves each period, a killed
+//! provider misses a period and is slashed by its fellow holders, the deal ends, providers claim,
+//! and every BIG balance equals the accounting of the chain's own events, to the wei.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bigfile_chain::alloy::primitives::{Address, U256};
+use bigfile_chain::alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use bigfile_chain::alloy::rpc::types::Filter;
+use bigfile_chain::bindings::{BIG, ProviderRegistry, StorageMarket};
+use bigfile_chain::deploy::BIG_UNIT;
+use bigfile_chain::devnet::{BIGFILE_NETWORK, Devnet, DevnetOptions};
+use bigfile_tests::{Cluster, wait_for};
+
+/// Blocks per period: 1-second blocks keep a period at 10 s.
+const PERIOD_BLOCKS: u64 = 10;
+const PERIODS: u64 = 5;
+
+struct Chain {
+    rt: tokio::runtime::Runtime,
+    provider: DynProvider,
+    market: Address,
+    registry: Address,
+    token: Address,
+    from_block: u64,
+}
+
+impl Chain {
+    fn block<T>(&self, f: impl std::future::IntoFuture<Output = T>) -> T {
+        self.rt.block_on(f.into_future())
+    }
+
+    fn balance(&self, who: Address) -> U256 {
+        self.block(BIG::new(self.token, &self.provider).balanceOf(who).call()).expect("balanceOf")
+    }
+
+    fn slot_holder(&self, deal: u64, slot: u64) -> Address {
+        let market = StorageMarket::new(self.market, &self.provider);
+        self.block(market.slotInfo(U256::from(deal), U256::from(slot)).call()).expect("slotInfo").provider
+    }
+
+    fn logs<E: bigfile_chain::alloy::sol_types::SolEvent>(&self, address: Address) -> Vec<E> {
+        let filter =
+            Filter::new().address(address).event_signature(E::SIGNATURE_HASH).from_block(self.from_block);
+        let logs = self.block(self.provider.get_logs(&filter)).expect("get_logs");
+        logs.iter().map(|l| l.log_decode::<E>().expect("decode").inner.data).collect()
+    }
+}
+
+#[test]
+fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options =
+        DevnetOptions { providers: 4, clients: 1, block_time: Some(1), ..DevnetOptions::default() };
+    options.params.period_blocks = PERIOD_BLOCKS;
+    options.params.unbonding_blocks = 2 * PERIOD_BLOCKS;
+    let devnet = rt.block_on(Devnet::up(dir.path(), &options)).expect("devnet up");
+    let file = devnet.file().clone();
+    let network = file.network(BIGFILE_NETWORK).expect("network").clone();
+    let contracts = network.contracts.expect("contracts");
+    let provider = ProviderBuilder::new().connect_http(network.rpc_url.parse().expect("url")).erased();
+    let chain = Chain {
+        rt,
+        provider,
+        market: contracts.storage_market,
+        registry: contracts.registry,
+        token: contracts.token,
+        from_block: contracts.deploy_block,
+    };
+    let stake = U256::from(2_000u128 * BIG_UNIT);
+    let initial = options.big_per_account;
+    let address = |name: &str| file.account(name).expect("account").address;
+
+    let mut cluster = Cluster::start_on_chain(4, &devnet.file_path(), "2000", |t| {
+        t.replace("poll_interval_ms = 1000", "poll_interval_ms = 250")
+            .replace("confirmations = 2", "confirmations = 1")
+    });
+    let providers: Vec<Address> = (1..=4).map(|i| address(&format!("provider-{i}"))).collect();
+    for p in &providers {
+        let registry = ProviderRegistry::new(chain.registry, &chain.provider);
+        assert_eq!(chain.block(registry.stakeOf(*p).call()).expect("stake"), stake);
+    }
+
+    // The client stores an object with a deal: 2 data + 2 parity slots, 1 BIG per slot-period.
+    let object = dir.path().join("object.bin");
+    std::fs::write(&object, (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>())
+        .expect("write");
+    let put = cluster.client_json(&[
+        "client",
+        "put",
+        object.to_str().expect("path"),
+        "--data",
+        "2",
+        "--parity",
+        "2",
+        "--periods",
+        &PERIODS.to_string(),
+        "--price",
+        "1",
+    ]);
+    let deal = put["deal"]["deal_id"].as_u64().expect("deal id in client put output");
+    let price = U256::from(BIG_UNIT);
+    let deposit = price * U256::from(4 * PERIODS);
+
+    // Every provider takes the slot of the shard it holds before period 0.
+    let holders: Vec<Address> = wait_for(Duration::from_secs(60), "all four slots taken", || {
+        let holders: Vec<Address> = (0..4).map(|s| chain.slot_holder(deal, s)).collect();
+        holders.iter().all(|h| !h.is_zero()).then_some(holders)
+    });
+    let mut sorted = holders.clone();
+    sorted.sort();
+    let mut expected = providers.clone();
+    expected.sort();
+    assert_eq!(sorted, expected, "one slot per provider");
+
+    // Periods 0 and 1 are proven by everyone.
+    wait_for(Duration::from_secs(90), "periods 0 and 1 proven by all four", || {
+        let accepted = chain.logs::<StorageMarket::ProofAccepted>(chain.market);
+        (accepted.iter().filter(|e| e.period == U256::from(1)).count() == 4).then_some(())
+    });
+
+    // Kill the holder of slot 0: it misses the next period and a fellow holder reports it.
+    let victim = holders[0];
+    let victim_index = providers.iter().position(|p| *p == victim).expect("victim is a provider");
+    cluster.kill(victim_index);
+    let missed = wait_for(Duration::from_secs(90), "the victim's missed period reported", || {
+        chain.logs::<StorageMarket::SlotMissed>(chain.market).into_iter().next()
+    });
+    assert_eq!(missed.provider, victim);
+    assert_eq!(missed.dealId, U256::from(deal));
+    assert!(chain.slot_holder(deal, 0).is_zero(), "the missed slot is free");
+    assert_eq!(missed.slashed, stake / U256::from(10), "10 % of the stake is slashed");
+
+    // The deal ends and is finished; the live providers claim.
+    let finished = wait_for(Duration::from_secs(120), "the deal finished", || {
+        chain.logs::<StorageMarket::DealFinished>(chain.market).into_iter().next()
+    });
+    for (i, p) in cluster.providers.iter().enumerate() {
+        if i == victim_index {
+            continue;
+        }
+        let claim = p.node.json(&["rewards", "claim"]);
+        assert!(claim["claimed"].is_string(), "provider {i} claimed: {claim}");
+    }
+
+    // Accounting from the chain's own events, to the wei.
+    let accepted = chain.logs::<StorageMarket::ProofAccepted>(chain.market);
+    let mut proofs: HashMap<Address, u64> = HashMap::new();
+    for e in &accepted {
+        *proofs.entry(e.provider).or_default() += 1;
+    }
+    let total_proofs: u64 = proofs.values().sum();
+    assert!(proofs[&victim] >= 2 && proofs[&victim] < PERIODS, "the victim proved until it was killed");
+    for p in &providers {
+        if *p != victim {
+            assert_eq!(proofs[p], PERIODS, "{p} proved every period");
+        }
+    }
+    let slashed = missed.slashed;
+    assert_eq!(finished.paid, price * U256::from(total_proofs));
+    assert_eq!(finished.slashed, slashed);
+    assert_eq!(finished.refund, deposit + slashed - price * U256::from(total_proofs));
+    for p in &providers {
+        let earned = price * U256::from(proofs[p]);
+        let expected = if *p == victim { initial - stake } else { initial - stake + earned };
+        assert_eq!(chain.balance(*p), expected, "BIG balance of {p}");
+    }
+    let client = address("client-1");
+    assert_eq!(chain.balance(client), initial - deposit + finished.refund, "the client's balance");
+    // What stays in the contracts: the victim's unclaimed rewards and the stakes (one slashed).
+    let market = StorageMarket::new(chain.market, &chain.provider);
+    let unclaimed = chain.block(market.claimable(victim).call()).expect("claimable");
+    assert_eq!(unclaimed, price * U256::from(proofs[&victim]));
+    assert_eq!(chain.balance(chain.market), unclaimed);
+    assert_eq!(chain.balance(chain.registry), stake * U256::from(4) - slashed);
+    drop(cluster);
+    drop(devnet);
+}
