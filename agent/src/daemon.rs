@@ -48,6 +48,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let root = CancellationToken::new();
     let mut tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
 
+    // Lost shards the chain reports (slots freed for a missed proof), for the repairer.
+    let hints = Arc::new(net::repair::RepairHints::default());
     let network = if cfg.network.enabled {
         let opts = net::node_options(&cfg, identity.clone(), true);
         let (node, inbound, mut event_loop) = net::node::build(opts)?;
@@ -64,9 +66,11 @@ pub async fn run(cfg: Config) -> Result<()> {
             ("shard service", net::service::serve_with_leases(s, n, inbound, max_shard, l, token).await)
         });
         if cfg.network.repair.enabled {
-            let (s, n, r, token) =
-                (store.clone(), node.clone(), cfg.network.repair.clone(), root.child_token());
-            tasks.spawn(async move { ("repairer", net::repair::repair_task(s, n, leases, r, token).await) });
+            let (s, n, h, r, token) =
+                (store.clone(), node.clone(), hints.clone(), cfg.network.repair.clone(), root.child_token());
+            tasks.spawn(
+                async move { ("repairer", net::repair::repair_task(s, n, leases, h, r, token).await) },
+            );
         }
         let (s, n, k, id, c, token) = (
             store.clone(),
@@ -99,10 +103,12 @@ pub async fn run(cfg: Config) -> Result<()> {
         tasks.spawn(async move { ("api", api::serve(listener, state, token).await) });
     }
     if cfg.chain.enabled {
-        let (c, signer, s, token) =
-            (cfg.chain.clone(), chain_key.signer().clone(), store.clone(), root.child_token());
+        let (c, signer, s, h, token) =
+            (cfg.chain.clone(), chain_key.signer().clone(), store.clone(), hints.clone(), root.child_token());
         let (status, _) = tokio::sync::watch::channel(None);
-        tasks.spawn(async move { ("chain", crate::chain::service::run(c, signer, s, status, token).await) });
+        tasks.spawn(
+            async move { ("chain", crate::chain::service::run(c, signer, s, h, status, token).await) },
+        );
     }
     if cfg.storage.scrub.enabled {
         let (store, scrub, token) = (store.clone(), cfg.storage.scrub.clone(), root.child_token());

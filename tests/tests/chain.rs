@@ -1,7 +1,9 @@
 //! End to end on a real anvil chain with real agents: providers register and stake, a client
-//! stores an object with a deal, every provider takes its slot and proves each period, a killed
-//! provider misses a period and is slashed by its fellow holders, the deal ends, providers claim,
-//! and every BIG balance equals the accounting of the chain's own events, to the wei.
+//! stores an object with a deal, every holder takes its slot and proves each period, a killed
+//! provider misses a period and is slashed by its fellow holders, its shard is rebuilt on the
+//! spare provider (hinted by the chain, long before the network's own grace period), which takes
+//! the freed slot and proves it; the deal ends, providers claim, and every BIG balance equals the
+//! accounting of the chain's own events, to the wei.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,7 +18,8 @@ use bigfile_tests::{Cluster, wait_for};
 
 /// Blocks per period: 1-second blocks keep a period at 10 s.
 const PERIOD_BLOCKS: u64 = 10;
-const PERIODS: u64 = 5;
+const PERIODS: u64 = 6;
+const PROVIDERS: usize = 5;
 
 struct Chain {
     rt: tokio::runtime::Runtime,
@@ -54,7 +57,7 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut options =
-        DevnetOptions { providers: 4, clients: 1, block_time: Some(1), ..DevnetOptions::default() };
+        DevnetOptions { providers: PROVIDERS, clients: 1, block_time: Some(1), ..DevnetOptions::default() };
     options.params.period_blocks = PERIOD_BLOCKS;
     options.params.unbonding_blocks = 2 * PERIOD_BLOCKS;
     let devnet = rt.block_on(Devnet::up(dir.path(), &options)).expect("devnet up");
@@ -74,11 +77,13 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     let initial = options.big_per_account;
     let address = |name: &str| file.account(name).expect("account").address;
 
-    let mut cluster = Cluster::start_on_chain(4, &devnet.file_path(), "2000", |t| {
+    // Holders check each other every 2 s; the network alone would wait 10 min before repairing.
+    let mut cluster = Cluster::start_on_chain(PROVIDERS, &devnet.file_path(), "2000", |t| {
         t.replace("poll_interval_ms = 1000", "poll_interval_ms = 250")
             .replace("confirmations = 2", "confirmations = 1")
+            .replace("interval_secs = 60", "interval_secs = 2")
     });
-    let providers: Vec<Address> = (1..=4).map(|i| address(&format!("provider-{i}"))).collect();
+    let providers: Vec<Address> = (1..=PROVIDERS).map(|i| address(&format!("provider-{i}"))).collect();
     for p in &providers {
         let registry = ProviderRegistry::new(chain.registry, &chain.provider);
         assert_eq!(chain.block(registry.stakeOf(*p).call()).expect("stake"), stake);
@@ -110,11 +115,12 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
         let holders: Vec<Address> = (0..4).map(|s| chain.slot_holder(deal, s)).collect();
         holders.iter().all(|h| !h.is_zero()).then_some(holders)
     });
-    let mut sorted = holders.clone();
-    sorted.sort();
-    let mut expected = providers.clone();
-    expected.sort();
-    assert_eq!(sorted, expected, "one slot per provider");
+    let mut distinct = holders.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "one slot per provider");
+    assert!(holders.iter().all(|h| providers.contains(h)));
+    let spare = *providers.iter().find(|p| !holders.contains(p)).expect("one provider holds no slot");
 
     // Periods 0 and 1 are proven by everyone.
     wait_for(Duration::from_secs(90), "periods 0 and 1 proven by all four", || {
@@ -133,6 +139,21 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     assert_eq!(missed.dealId, U256::from(deal));
     assert!(chain.slot_holder(deal, 0).is_zero(), "the missed slot is free");
     assert_eq!(missed.slashed, stake / U256::from(10), "10 % of the stake is slashed");
+
+    // The spare provider gets the rebuilt shard, takes the freed slot and proves it.
+    let retaken = wait_for(Duration::from_secs(60), "the freed slot taken again", || {
+        chain
+            .logs::<StorageMarket::SlotTaken>(chain.market)
+            .into_iter()
+            .find(|e| e.slot == U256::ZERO && e.provider != victim)
+    });
+    assert_eq!(retaken.provider, spare, "the provider without a slot repairs");
+    wait_for(Duration::from_secs(60), "the repaired slot proven", || {
+        chain
+            .logs::<StorageMarket::ProofAccepted>(chain.market)
+            .into_iter()
+            .find(|e| e.slot == U256::ZERO && e.provider == spare)
+    });
 
     // The deal ends and is finished; the live providers claim.
     let finished = wait_for(Duration::from_secs(120), "the deal finished", || {
@@ -154,8 +175,10 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     }
     let total_proofs: u64 = proofs.values().sum();
     assert!(proofs[&victim] >= 2 && proofs[&victim] < PERIODS, "the victim proved until it was killed");
+    let first_repaired: u64 = retaken.firstPeriod.saturating_to();
+    assert_eq!(proofs[&spare], PERIODS - first_repaired, "the repairer proved every period from its first");
     for p in &providers {
-        if *p != victim {
+        if *p != victim && *p != spare {
             assert_eq!(proofs[p], PERIODS, "{p} proved every period");
         }
     }
@@ -164,7 +187,7 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     assert_eq!(finished.slashed, slashed);
     assert_eq!(finished.refund, deposit + slashed - price * U256::from(total_proofs));
     for p in &providers {
-        let earned = price * U256::from(proofs[p]);
+        let earned = price * U256::from(proofs.get(p).copied().unwrap_or(0));
         let expected = if *p == victim { initial - stake } else { initial - stake + earned };
         assert_eq!(chain.balance(*p), expected, "BIG balance of {p}");
     }
@@ -175,7 +198,7 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     let unclaimed = chain.block(market.claimable(victim).call()).expect("claimable");
     assert_eq!(unclaimed, price * U256::from(proofs[&victim]));
     assert_eq!(chain.balance(chain.market), unclaimed);
-    assert_eq!(chain.balance(chain.registry), stake * U256::from(4) - slashed);
+    assert_eq!(chain.balance(chain.registry), stake * U256::from(PROVIDERS) - slashed);
     drop(cluster);
     drop(devnet);
 }

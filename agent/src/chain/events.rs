@@ -7,7 +7,12 @@
 use bigfile_chain::alloy::primitives::Address;
 use bigfile_chain::bindings::StorageMarket;
 use bigfile_chain::watcher::{Handler, HandlerError, LogBatch, Rewind};
+use std::sync::Arc;
+
+use bigfile_storage::ObjectId;
 use tokio::sync::watch;
+
+use crate::net::repair::RepairHints;
 
 use super::ChainLink;
 use super::book::{DealBook, DealEntry};
@@ -16,14 +21,20 @@ use super::book::{DealBook, DealEntry};
 pub struct DealHandler {
     book: DealBook,
     link: ChainLink,
+    hints: Arc<RepairHints>,
     /// The last confirmed block handled, for the steward to wake on.
     confirmed: watch::Sender<u64>,
 }
 
 impl DealHandler {
     /// A handler writing into `book`; `confirmed` learns the last handled block.
-    pub fn new(book: DealBook, link: ChainLink, confirmed: watch::Sender<u64>) -> Self {
-        Self { book, link, confirmed }
+    pub fn new(
+        book: DealBook,
+        link: ChainLink,
+        hints: Arc<RepairHints>,
+        confirmed: watch::Sender<u64>,
+    ) -> Self {
+        Self { book, link, hints, confirmed }
     }
 
     fn me(&self) -> Address {
@@ -75,12 +86,20 @@ impl Handler for DealHandler {
                 }
             } else if let Ok(e) = log.log_decode::<StorageMarket::SlotFreed>() {
                 let e = e.inner.data;
+                let deal: u64 = e.dealId.saturating_to();
+                let slot = u16::try_from(e.slot).unwrap_or(u16::MAX);
                 if e.provider == self.me() {
-                    let deal: u64 = e.dealId.saturating_to();
                     if e.reason == 0 {
-                        tracing::error!(deal, slot = %e.slot, "our slot was freed for a missed period: stake slashed");
+                        tracing::error!(deal, slot, "our slot was freed for a missed period: stake slashed");
                     }
                     self.book.update(deal, |d| d.our_slot = None).map_err(fail)?;
+                } else if e.reason == 0
+                    && let Some(entry) = self.book.get(deal).map_err(fail)?
+                {
+                    // A holder defaulted: its shard is presumed lost; the repairer rebuilds it on
+                    // another provider, which then takes the free slot.
+                    tracing::info!(deal, slot, holder = %e.provider, "slot freed after a missed period: repair hinted");
+                    self.hints.lost(ObjectId(entry.object_id.0), slot);
                 }
             } else if let Ok(e) = log.log_decode::<StorageMarket::DealFinished>() {
                 let e = e.inner.data;

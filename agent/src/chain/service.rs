@@ -18,6 +18,7 @@ use super::book::DealBook;
 use super::events::DealHandler;
 use super::steward::Steward;
 use crate::config::ChainConfig;
+use crate::net::repair::RepairHints;
 
 /// The watcher's cursor in the store's sled database (`agent/chain-cursor`), flushed on every save.
 pub struct SledCursor {
@@ -103,6 +104,7 @@ pub async fn run(
     cfg: ChainConfig,
     signer: PrivateKeySigner,
     store: Arc<Store>,
+    hints: Arc<RepairHints>,
     status: watch::Sender<Option<WatcherStatus>>,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -116,7 +118,7 @@ pub async fn run(
     );
     let book = DealBook::open(&store)?;
     let (confirmed_tx, _confirmed_rx) = watch::channel(0);
-    let handler = DealHandler::new(book.clone(), link.clone(), confirmed_tx);
+    let handler = DealHandler::new(book.clone(), link.clone(), hints, confirmed_tx);
     let mut config = WatcherConfig::new(vec![link.market], cfg.start_block);
     config.confirmations = cfg.confirmations;
     config.poll_interval = Duration::from_millis(cfg.poll_interval_ms);

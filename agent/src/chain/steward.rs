@@ -129,8 +129,8 @@ impl Steward {
             return;
         }
         let pb = self.link.period_blocks;
-        // A slot taken after the setup window proves from the next period: leave room for one.
-        if head + 2 * pb >= deal.end_block(pb) {
+        // A slot taken after the setup window proves from the next period: one must be left.
+        if period_at(deal.start_block, pb, head).is_some_and(|p| p + 1 >= u64::from(deal.num_periods)) {
             return;
         }
         let id = ObjectId(deal.object_id.0);

@@ -58,8 +58,43 @@ impl RepairPlan {
     }
 }
 
+/// Shards the chain says are lost: their holder missed a storage proof and its slot was freed.
+///
+/// A holder named here that also fails a challenge is dead at once, without waiting for the
+/// grace period: the chain has already slashed it and no longer pays for its slot, so the sooner
+/// the shard is rebuilt on another provider (which then takes the slot), the sooner the object is
+/// whole and paid for again.
+#[derive(Debug, Default)]
+pub struct RepairHints(std::sync::Mutex<HashMap<(ObjectId, u16), Instant>>);
+
+/// How long a chain hint stays in force.
+const HINT_TTL: Duration = Duration::from_secs(3600);
+
+impl RepairHints {
+    /// Records that shard `index` of `id` lost its on-chain slot.
+    pub fn lost(&self, id: ObjectId, index: u16) {
+        if let Ok(mut hints) = self.0.lock() {
+            hints.retain(|_, at| at.elapsed() < HINT_TTL);
+            hints.insert((id, index), Instant::now());
+        }
+    }
+
+    /// Whether shard `index` of `id` lost its slot recently.
+    pub fn is_lost(&self, id: &ObjectId, index: u16) -> bool {
+        self.0.lock().is_ok_and(|hints| hints.get(&(*id, index)).is_some_and(|at| at.elapsed() < HINT_TTL))
+    }
+
+    /// Forgets the hint (the shard was rebuilt).
+    pub fn repaired(&self, id: &ObjectId, index: u16) {
+        if let Ok(mut hints) = self.0.lock() {
+            hints.remove(&(*id, index));
+        }
+    }
+}
+
 /// Challenges fellow holders and repairs objects; one per provider.
 pub struct Repairer {
+    hints: Arc<RepairHints>,
     store: Arc<Store>,
     node: NodeHandle,
     leases: Arc<Leases>,
@@ -98,11 +133,20 @@ pub async fn repair_task(
     store: Arc<Store>,
     node: NodeHandle,
     leases: Arc<Leases>,
+    hints: Arc<RepairHints>,
     cfg: RepairConfig,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let mut r =
-        Repairer { store, node, leases, cfg, failing: HashMap::new(), avoid: HashMap::new(), rounds: 0 };
+    let mut r = Repairer {
+        hints,
+        store,
+        node,
+        leases,
+        cfg,
+        failing: HashMap::new(),
+        avoid: HashMap::new(),
+        rounds: 0,
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(r.cfg.interval_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -236,7 +280,9 @@ impl Repairer {
                 .holders
                 .iter()
                 .filter(|h| {
-                    self.failing.get(&(id, h.index)).is_some_and(|t| c.at.duration_since(*t) >= grace)
+                    self.failing
+                        .get(&(id, h.index))
+                        .is_some_and(|t| c.at.duration_since(*t) >= grace || self.hints.is_lost(&id, h.index))
                 })
                 .map(|h| h.index)
                 .collect();
@@ -257,6 +303,7 @@ impl Repairer {
                 Ok(()) => {
                     for i in &dead {
                         self.failing.remove(&(id, *i));
+                        self.hints.repaired(&id, *i);
                     }
                 }
                 Err(e) => {
