@@ -113,7 +113,7 @@ impl Default for StorageConfig {
             data: 4,
             parity: 2,
             stripe_size: ByteSize(1 << 20),
-            segment_size: ByteSize(1024),
+            segment_size: ByteSize(256),
             block_size: ByteSize(64 << 10),
             cache_size: ByteSize(256 << 20),
             disk_reserve: ByteSize(1 << 30),

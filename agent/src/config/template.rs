@@ -92,8 +92,10 @@ data = 4
 parity = 2
 # Object bytes per stripe (rounded up to a multiple of `data`).
 stripe_size = "1 MiB"
-# Proof segment: the unit a storage proof reveals. Power of two, 32 B to 1 KiB.
-segment_size = "1 KiB"
+# Proof segment: the unit a storage proof reveals. Power of two, 32 B to 1 KiB. Each period a
+# holder sends one segment and its Merkle path on chain: 256 B keeps a proof transaction under
+# 60k gas (about 57k at 16 MiB shards); 1 KiB costs about 85k (chain/contracts/GAS.md).
+segment_size = "256 B"
 # Size of the blocks kept in the database; a power-of-two multiple of segment_size.
 # sled stores 16-100 KiB values with the least overhead.
 block_size = "64 KiB"
