@@ -122,6 +122,24 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     assert!(holders.iter().all(|h| providers.contains(h)));
     let spare = *providers.iter().find(|p| !holders.contains(p)).expect("one provider holds no slot");
 
+    // A reader finds the holders from the chain: slot holders' peer ids from the registry.
+    let object_id: bigfile_chain::alloy::primitives::B256 =
+        put["id"].as_str().expect("id").parse().expect("hex id");
+    let client_cfg = bigfile_agent::config::Config::load(&cluster.client.config).expect("client config");
+    let mut from_chain = chain
+        .block(bigfile_agent::chain::deals::chain_holders(&client_cfg.chain, object_id))
+        .expect("chain holders");
+    from_chain.sort();
+    let mut expected_peers: Vec<libp2p::PeerId> = holders
+        .iter()
+        .map(|h| {
+            let i = providers.iter().position(|p| p == h).expect("holder is a provider");
+            cluster.providers[i].peer_id.parse().expect("peer id")
+        })
+        .collect();
+    expected_peers.sort();
+    assert_eq!(from_chain, expected_peers, "slot holders read from the chain");
+
     // Periods 0 and 1 are proven by everyone.
     wait_for(Duration::from_secs(90), "periods 0 and 1 proven by all four", || {
         let accepted = chain.logs::<StorageMarket::ProofAccepted>(chain.market);
@@ -199,6 +217,17 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     assert_eq!(unclaimed, price * U256::from(proofs[&victim]));
     assert_eq!(chain.balance(chain.market), unclaimed);
     assert_eq!(chain.balance(chain.registry), stake * U256::from(PROVIDERS) - slashed);
+
+    // The object still reads back whole, from the survivors and the repaired holder.
+    let back = dir.path().join("back.bin");
+    cluster.client_json(&[
+        "client",
+        "get",
+        put["id"].as_str().expect("id"),
+        "-o",
+        back.to_str().expect("path"),
+    ]);
+    assert_eq!(std::fs::read(&back).expect("read back"), std::fs::read(&object).expect("read object"));
     drop(cluster);
     drop(devnet);
 }

@@ -130,3 +130,48 @@ impl DealClient {
         })
     }
 }
+
+/// The peers that hold slots of `object`'s deals on chain (read-only: no key needed), for
+/// `client get` to ask beside the DHT. Deals are found by their indexed `DealCreated` object id.
+pub async fn chain_holders(cfg: &ChainConfig, object: B256) -> Result<Vec<libp2p::PeerId>> {
+    use bigfile_chain::alloy::providers::{Provider, ProviderBuilder};
+    use bigfile_chain::alloy::rpc::types::Filter;
+    use bigfile_chain::alloy::sol_types::SolEvent;
+    use bigfile_chain::bindings::ProviderRegistry;
+
+    let market = cfg.market_address().context("chain.storage_market is not an address")?;
+    let url = cfg.rpc_url.parse().with_context(|| format!("chain.rpc_url {:?}", cfg.rpc_url))?;
+    let provider = ProviderBuilder::new().connect_http(url);
+    let chain_id = provider.get_chain_id().await.with_context(|| format!("chain RPC {}", cfg.rpc_url))?;
+    if chain_id != cfg.chain_id {
+        bail!("chain RPC {} serves chain id {chain_id} but chain.chain_id is {}", cfg.rpc_url, cfg.chain_id);
+    }
+    let filter = Filter::new()
+        .address(market)
+        .event_signature(StorageMarket::DealCreated::SIGNATURE_HASH)
+        .topic3(object)
+        .from_block(cfg.start_block);
+    let logs = provider.get_logs(&filter).await.context("reading DealCreated events")?;
+    let view = StorageMarket::new(market, &provider);
+    let registry =
+        ProviderRegistry::new(view.registry().call().await.context("StorageMarket.registry")?, &provider);
+    let mut peers = Vec::new();
+    for log in logs {
+        let Ok(created) = log.log_decode::<StorageMarket::DealCreated>() else { continue };
+        let deal = created.inner.data;
+        for slot in 0..u64::from(deal.k) + u64::from(deal.m) {
+            let holder =
+                view.slotInfo(deal.dealId, U256::from(slot)).call().await.context("slotInfo")?.provider;
+            if holder.is_zero() {
+                continue;
+            }
+            let bytes = registry.peerIdOf(holder).call().await.context("ProviderRegistry.peerIdOf")?;
+            if let Ok(peer) = libp2p::PeerId::from_bytes(&bytes)
+                && !peers.contains(&peer)
+            {
+                peers.push(peer);
+            }
+        }
+    }
+    Ok(peers)
+}

@@ -383,9 +383,17 @@ fn peer_of(h: &Holder) -> String {
 async fn get(cfg: &Config, id: &str, output: PathBuf, timeout: Duration, out: &Output) -> Result<GetResult> {
     let started = Instant::now();
     let id = ObjectId::from_hex(id).map_err(|e| anyhow!("object id `{id}`: {e}"))?;
+    // Slot holders on chain are asked beside the DHT; a chain that cannot be read only costs that.
+    let also = match cfg.chain.enabled {
+        true => crate::chain::deals::chain_holders(&cfg.chain, id.0.into()).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "cannot read the object's holders from the chain");
+            Vec::new()
+        }),
+        false => Vec::new(),
+    };
     let client = Client::start(cfg, timeout).await?;
     let bar = out.progress(0, "fetching");
-    let r = fetch(&client.node, &id, &bar).await;
+    let r = fetch(&client.node, &id, &also, &bar).await;
     bar.finish_and_clear();
     client.stop().await;
     let (manifest, shards, used, failed) = r?;

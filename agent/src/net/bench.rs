@@ -518,7 +518,7 @@ async fn objects(
     }
 
     let start = Instant::now();
-    let (fetched, shards, _, _) = transfer::fetch(client, &manifest.object_id(), &hidden).await?;
+    let (fetched, shards, _, _) = transfer::fetch(client, &manifest.object_id(), &[], &hidden).await?;
     let (rebuilt, got) = tokio::task::spawn_blocking(move || -> Result<(u64, Vec<u8>)> {
         let mut out = Vec::with_capacity(usize::try_from(fetched.geometry.size)?);
         let rebuilt = decode_object(&fetched, &shards, &mut out)?;

@@ -148,9 +148,9 @@ pub async fn place(
 pub type Fetched = (Manifest, Vec<Option<Vec<u8>>>, Vec<HolderReport>, Vec<String>);
 
 /// Finds the object's manifest record and fetches the first `k` shards that verify.
-pub async fn fetch(node: &NodeHandle, id: &ObjectId, bar: &ProgressBar) -> Result<Fetched> {
+pub async fn fetch(node: &NodeHandle, id: &ObjectId, also: &[PeerId], bar: &ProgressBar) -> Result<Fetched> {
     let mut failed = Vec::new();
-    let (manifest, holders, _) = find_record(node, id, &mut failed).await?;
+    let (manifest, holders, _) = find_record_with(node, id, also, &mut failed).await?;
     let (shards, used, more) = fetch_shards(node, &manifest, &holders, None, bar).await?;
     failed.extend(more);
     Ok((manifest, shards, used, failed))
@@ -258,6 +258,16 @@ pub async fn find_record(
     id: &ObjectId,
     failed: &mut Vec<String>,
 ) -> Result<(Manifest, Vec<Holder>, u64)> {
+    find_record_with(node, id, &[], failed).await
+}
+
+/// As [`find_record`], also asking `also` (e.g. the holders of the object's slots on chain).
+pub async fn find_record_with(
+    node: &NodeHandle,
+    id: &ObjectId,
+    also: &[PeerId],
+    failed: &mut Vec<String>,
+) -> Result<(Manifest, Vec<Holder>, u64)> {
     // The DHT usually answers at once; never let a query stuck on dead peers hold up a read.
     let mut peers: Vec<PeerId> =
         match tokio::time::timeout(std::time::Duration::from_secs(3), node.find_providers(id.0.to_vec()))
@@ -266,6 +276,7 @@ pub async fn find_record(
             Ok(found) => found?.into_iter().collect(),
             Err(_) => Vec::new(),
         };
+    peers.extend(also.iter().filter(|p| !peers.contains(p)).copied().collect::<Vec<_>>());
     if peers.is_empty() {
         peers = node.providers().await?.into_iter().map(|a| a.body.peer_id).collect();
     }
@@ -304,7 +315,11 @@ pub async fn find_record(
         }
     }
     let (version, m, holders) = best.ok_or_else(|| {
-        anyhow!("no provider knows object {} (asked the DHT and every known provider)", id.to_hex())
+        anyhow!(
+            "no provider knows object {} (asked the DHT, every known provider{})",
+            id.to_hex(),
+            if also.is_empty() { "" } else { " and the slot holders on chain" }
+        )
     })?;
     Ok((m, holders, version))
 }
