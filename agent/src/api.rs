@@ -27,6 +27,48 @@ pub struct ApiState {
     pub started: Instant,
     /// The libp2p node, when the network is enabled.
     pub network: Option<crate::net::node::NodeHandle>,
+    /// The chain watcher's state, when the chain is enabled (`None` inside until connected).
+    pub chain: Option<tokio::sync::watch::Receiver<Option<bigfile_chain::WatcherStatus>>>,
+}
+
+/// The chain part of `/status`.
+#[derive(serde::Serialize)]
+pub struct ChainStatus {
+    /// Whether the agent has connected to the chain (chain id and market checked).
+    pub connected: bool,
+    /// Whether the RPC answered the watcher's last request.
+    pub rpc_ok: bool,
+    /// The chain head the watcher last saw.
+    pub head: Option<u64>,
+    /// The last confirmed block whose events were handled.
+    pub confirmed: Option<u64>,
+    /// Reorganisations rewound since start.
+    pub rewinds: u64,
+    /// The last RPC or handler error, while it lasts.
+    pub last_error: Option<String>,
+}
+
+impl ChainStatus {
+    fn from_watch(status: &Option<bigfile_chain::WatcherStatus>) -> Self {
+        match status {
+            None => ChainStatus {
+                connected: false,
+                rpc_ok: false,
+                head: None,
+                confirmed: None,
+                rewinds: 0,
+                last_error: Some("not connected to the chain yet".into()),
+            },
+            Some(w) => ChainStatus {
+                connected: true,
+                rpc_ok: w.connected,
+                head: w.head,
+                confirmed: w.handled.map(|b| b.number),
+                rewinds: w.rewinds,
+                last_error: w.last_error.clone(),
+            },
+        }
+    }
 }
 
 /// The `/status` document.
@@ -46,6 +88,8 @@ pub struct Status {
     pub scrub: bigfile_storage::ScrubCounts,
     /// Peers and providers (absent when the network is disabled).
     pub network: Option<crate::net::node::NetInfo>,
+    /// The chain (absent when disabled).
+    pub chain: Option<ChainStatus>,
 }
 
 /// The `/peers` document: the node's view of the network.
@@ -99,6 +143,7 @@ async fn status(State(s): State<ApiState>) -> Response {
         storage: usage,
         scrub: s.store.scrub_stats().snapshot(),
         network,
+        chain: s.chain.as_ref().map(|rx| ChainStatus::from_watch(&rx.borrow())),
     })
     .into_response()
 }

@@ -48,6 +48,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let root = CancellationToken::new();
     let mut tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
 
+    // The chain watcher's state, for the API (filled once connected).
+    let chain_status = cfg.chain.enabled.then(|| tokio::sync::watch::channel(None));
     // Lost shards the chain reports (slots freed for a missed proof), for the repairer.
     let hints = Arc::new(net::repair::RepairHints::default());
     let network = if cfg.network.enabled {
@@ -97,6 +99,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             address: address.clone(),
             started,
             network: network.clone(),
+            chain: chain_status.as_ref().map(|(_, rx)| rx.clone()),
         };
         tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
         let token = root.child_token();
@@ -105,7 +108,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     if cfg.chain.enabled {
         let (c, signer, s, h, token) =
             (cfg.chain.clone(), chain_key.signer().clone(), store.clone(), hints.clone(), root.child_token());
-        let (status, _) = tokio::sync::watch::channel(None);
+        let status = chain_status
+            .as_ref()
+            .map(|(tx, _)| tx.clone())
+            .unwrap_or_else(|| tokio::sync::watch::channel(None).0);
         tasks.spawn(
             async move { ("chain", crate::chain::service::run(c, signer, s, h, status, token).await) },
         );

@@ -122,6 +122,16 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     assert!(holders.iter().all(|h| providers.contains(h)));
     let spare = *providers.iter().find(|p| !holders.contains(p)).expect("one provider holds no slot");
 
+    // Each agent's status shows it following the chain.
+    for p in &cluster.providers {
+        let status = p.api_json("/status").expect("status");
+        assert_eq!(status["chain"]["connected"], true, "{status}");
+        assert!(
+            status["chain"]["confirmed"].as_u64().is_some_and(|b| b >= contracts.deploy_block),
+            "{status}"
+        );
+    }
+
     // A reader finds the holders from the chain: slot holders' peer ids from the registry.
     let object_id: bigfile_chain::alloy::primitives::B256 =
         put["id"].as_str().expect("id").parse().expect("hex id");

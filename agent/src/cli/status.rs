@@ -52,6 +52,17 @@ pub fn summary(v: &serde_json::Value) -> String {
             n["banned"].as_array().map_or(0, Vec::len)
         ),
         None => "\n  network:  disabled".into(),
+    } + &match v.get("chain").filter(|c| !c.is_null()) {
+        Some(c) if c["connected"] == true => format!(
+            "\n  chain:    head {}, confirmed {}, rpc {}, {} reorgs rewound{}",
+            c["head"],
+            c["confirmed"],
+            if c["rpc_ok"] == true { "ok" } else { "DOWN" },
+            c["rewinds"],
+            c["last_error"].as_str().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+        ),
+        Some(c) => format!("\n  chain:    not connected ({})", c["last_error"].as_str().unwrap_or("?")),
+        None => "\n  chain:    disabled".into(),
     }
 }
 
