@@ -48,6 +48,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let root = CancellationToken::new();
     let mut tasks: JoinSet<(&'static str, Result<()>)> = JoinSet::new();
 
+    // What the chain side did, for /metrics.
+    let chain_counters = cfg.chain.enabled.then(|| Arc::new(crate::metrics::ChainCounters::default()));
     // The chain watcher's state, for the API (filled once connected).
     let chain_status = cfg.chain.enabled.then(|| tokio::sync::watch::channel(None));
     // Lost shards the chain reports (slots freed for a missed proof), for the repairer.
@@ -94,7 +96,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             .with_context(|| format!("api.listen: cannot listen on {}", cfg.api.listen))?;
         let state = ApiState {
             store: store.clone(),
-            registry: Arc::new(crate::metrics::registry(store.clone())),
+            registry: Arc::new(crate::metrics::registry(store.clone(), chain_counters.clone())),
             peer_id: peer_id.clone(),
             address: address.clone(),
             started,
@@ -108,13 +110,14 @@ pub async fn run(cfg: Config) -> Result<()> {
     if cfg.chain.enabled {
         let (c, signer, s, h, token) =
             (cfg.chain.clone(), chain_key.signer().clone(), store.clone(), hints.clone(), root.child_token());
+        let counters = chain_counters.clone().unwrap_or_default();
         let status = chain_status
             .as_ref()
             .map(|(tx, _)| tx.clone())
             .unwrap_or_else(|| tokio::sync::watch::channel(None).0);
-        tasks.spawn(
-            async move { ("chain", crate::chain::service::run(c, signer, s, h, status, token).await) },
-        );
+        tasks.spawn(async move {
+            ("chain", crate::chain::service::run(c, signer, s, h, counters, status, token).await)
+        });
     }
     if cfg.storage.scrub.enabled {
         let (store, scrub, token) = (store.clone(), cfg.storage.scrub.clone(), root.child_token());

@@ -1,6 +1,7 @@
 //! Prometheus metrics, encoded by `prometheus-client` from the live state at each scrape.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bigfile_storage::Store;
 use prometheus_client::collector::Collector;
@@ -77,10 +78,74 @@ impl Collector for StoreCollector {
     }
 }
 
+/// What the chain side did since start, counted by the steward.
+#[derive(Debug, Default)]
+pub struct ChainCounters {
+    /// Proofs sent in mined transactions.
+    pub proofs_submitted: AtomicU64,
+    /// Proofs the market accepted (each pays one slot-period).
+    pub proofs_accepted: AtomicU64,
+    /// Proofs refused (in a batch, or a reverted single proof).
+    pub proofs_rejected: AtomicU64,
+    /// Gas used by proof transactions.
+    pub proof_gas: AtomicU64,
+    /// Slots taken.
+    pub slots_taken: AtomicU64,
+    /// Fellow holders reported for a missed period.
+    pub misses_reported: AtomicU64,
+}
+
+impl ChainCounters {
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct ChainCollector(Arc<ChainCounters>);
+
+impl Collector for ChainCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.0;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            &mut enc,
+            "bigfile_chain_proofs_submitted",
+            "Storage proofs sent in mined transactions",
+            get(&c.proofs_submitted),
+        )?;
+        counter(
+            &mut enc,
+            "bigfile_chain_proofs_accepted",
+            "Storage proofs accepted (paid)",
+            get(&c.proofs_accepted),
+        )?;
+        counter(
+            &mut enc,
+            "bigfile_chain_proofs_rejected",
+            "Storage proofs refused by the market",
+            get(&c.proofs_rejected),
+        )?;
+        counter(&mut enc, "bigfile_chain_proof_gas", "Gas used by proof transactions", get(&c.proof_gas))?;
+        counter(&mut enc, "bigfile_chain_slots_taken", "Deal slots taken", get(&c.slots_taken))?;
+        counter(
+            &mut enc,
+            "bigfile_chain_misses_reported",
+            "Fellow holders reported for a missed period",
+            get(&c.misses_reported),
+        )?;
+        Ok(())
+    }
+}
+
 /// Builds the registry the `/metrics` endpoint encodes.
-pub fn registry(store: Arc<Store>) -> Registry {
+pub fn registry(store: Arc<Store>, chain: Option<Arc<ChainCounters>>) -> Registry {
     let mut r = Registry::default();
     r.register_collector(Box::new(StoreCollector { store }));
+    if let Some(c) = chain {
+        r.register_collector(Box::new(ChainCollector(c)));
+    }
     r
 }
 

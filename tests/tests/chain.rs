@@ -156,6 +156,15 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
         (accepted.iter().filter(|e| e.period == U256::from(1)).count() == 4).then_some(())
     });
 
+    // The holders count their proofs in /metrics.
+    let holder0 = providers.iter().position(|p| *p == holders[1]).expect("holder");
+    let (_, metrics) = bigfile_tests::http_get(cluster.providers[holder0].api, "/metrics").expect("metrics");
+    let accepted_metric = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bigfile_chain_proofs_accepted_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(accepted_metric.is_some_and(|n| n >= 2), "proofs counted in /metrics:\n{metrics}");
+
     // Kill the holder of slot 0: it misses the next period and a fellow holder reports it.
     let victim = holders[0];
     let victim_index = providers.iter().position(|p| *p == victim).expect("victim is a provider");

@@ -18,6 +18,7 @@ use super::book::DealBook;
 use super::events::DealHandler;
 use super::steward::Steward;
 use crate::config::ChainConfig;
+use crate::metrics::ChainCounters;
 use crate::net::repair::RepairHints;
 
 /// The watcher's cursor in the store's sled database (`agent/chain-cursor`), flushed on every save.
@@ -105,6 +106,7 @@ pub async fn run(
     signer: PrivateKeySigner,
     store: Arc<Store>,
     hints: Arc<RepairHints>,
+    counters: Arc<ChainCounters>,
     status: watch::Sender<Option<WatcherStatus>>,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -139,7 +141,7 @@ pub async fn run(
             }
         }
     };
-    let steward = Steward::new(link, book, store, cfg);
+    let steward = Steward::new(link, book, store, cfg, counters);
     let (result, ()) = tokio::join!(steward.run(cancel.clone()), forward);
     let _ = watcher.shutdown().await;
     result

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::ChainLink;
 use super::book::{DealBook, DealEntry};
 use crate::config::ChainConfig;
+use crate::metrics::ChainCounters;
 
 /// One proof ready to send, with what it answers.
 struct ReadyProof {
@@ -48,11 +49,18 @@ pub struct Steward {
     /// Deals this node finished or saw finished.
     finished: HashSet<u64>,
     rpc_down: bool,
+    counters: Arc<ChainCounters>,
 }
 
 impl Steward {
     /// A steward over `book`, proving from `store`.
-    pub fn new(link: ChainLink, book: DealBook, store: Arc<Store>, cfg: ChainConfig) -> Self {
+    pub fn new(
+        link: ChainLink,
+        book: DealBook,
+        store: Arc<Store>,
+        cfg: ChainConfig,
+        counters: Arc<ChainCounters>,
+    ) -> Self {
         Self {
             link,
             book,
@@ -63,6 +71,7 @@ impl Steward {
             defaults_checked: HashSet::new(),
             finished: HashSet::new(),
             rpc_down: false,
+            counters,
         }
     }
 
@@ -170,6 +179,7 @@ impl Steward {
             match self.link.send(self.link.market, &call, label).await {
                 Ok(outcome) => {
                     tracing::info!(deal = deal.deal_id, slot = index, tx = %outcome.hash, "slot taken");
+                    ChainCounters::add(&self.counters.slots_taken, 1);
                     let _ = self.book.update(deal.deal_id, |d| d.our_slot = Some(index));
                     return;
                 }
@@ -267,7 +277,7 @@ impl Steward {
         };
         match result {
             Ok(outcome) => {
-                let mut accepted = 0;
+                let mut accepted: u64 = 0;
                 for log in outcome.logs() {
                     if let Ok(e) = log.log_decode::<StorageMarket::ProofAccepted>() {
                         let e = e.inner.data;
@@ -278,6 +288,11 @@ impl Steward {
                         tracing::warn!(deal = %e.dealId, slot = %e.slot, status = e.status, "proof rejected; retrying next poll");
                     }
                 }
+                let c = &self.counters;
+                ChainCounters::add(&c.proofs_submitted, batch.len() as u64);
+                ChainCounters::add(&c.proofs_accepted, accepted);
+                ChainCounters::add(&c.proofs_rejected, batch.len() as u64 - accepted);
+                ChainCounters::add(&c.proof_gas, outcome.gas_used);
                 tracing::info!(
                     proofs = batch.len(),
                     accepted,
@@ -314,13 +329,16 @@ impl Steward {
             let call = StorageMarket::markMissedCall { dealId: deal_id, slot: U256::from(slot) };
             let label = format!("markMissed deal {} slot {slot}", deal.deal_id);
             match self.link.send(self.link.market, &call, label).await {
-                Ok(outcome) => tracing::warn!(
-                    deal = deal.deal_id,
-                    slot,
-                    period = %missed.period,
-                    tx = %outcome.hash,
-                    "a fellow holder missed a period: reported, its slot is free for repair"
-                ),
+                Ok(outcome) => {
+                    ChainCounters::add(&self.counters.misses_reported, 1);
+                    tracing::warn!(
+                        deal = deal.deal_id,
+                        slot,
+                        period = %missed.period,
+                        tx = %outcome.hash,
+                        "a fellow holder missed a period: reported, its slot is free for repair"
+                    )
+                }
                 // Another holder reported it first: the estimate reverts and nothing is spent.
                 Err(e) => tracing::debug!(error = %e, "markMissed not sent"),
             }
