@@ -156,14 +156,18 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
         (accepted.iter().filter(|e| e.period == U256::from(1)).count() == 4).then_some(())
     });
 
-    // The holders count their proofs in /metrics.
-    let holder0 = providers.iter().position(|p| *p == holders[1]).expect("holder");
-    let (_, metrics) = bigfile_tests::http_get(cluster.providers[holder0].api, "/metrics").expect("metrics");
-    let accepted_metric = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("bigfile_chain_proofs_accepted_total "))
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    assert!(accepted_metric.is_some_and(|n| n >= 2), "proofs counted in /metrics:\n{metrics}");
+    // The holders count their proofs in /metrics (once each receipt is in: wait, the chain's
+    // event can be seen before the agent's sender has polled its receipt).
+    let holder1 = providers.iter().position(|p| *p == holders[1]).expect("holder");
+    let api = cluster.providers[holder1].api;
+    wait_for(Duration::from_secs(30), "two accepted proofs counted in /metrics", || {
+        let (_, metrics) = bigfile_tests::http_get(api, "/metrics")?;
+        let accepted = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("bigfile_chain_proofs_accepted_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())?;
+        (accepted >= 2).then_some(())
+    });
 
     // Kill the holder of slot 0: it misses the next period and a fellow holder reports it.
     let victim = holders[0];
