@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local demo: a throw-away node stores files, loses shards, reads them back intact, repairs,
-# serves its status, and benchmarks itself. Usage: packaging/demo.sh PATH-TO-bigfile-agent
+# serves its status; a provider network stores and repairs; a devnet chain runs a paid storage deal
+# with proofs, slashing, repair and rewards; then a benchmark. Usage: packaging/demo.sh PATH-TO-bigfile-agent
 set -euo pipefail
 agent=$(realpath "${1:-target/debug/bigfile-agent}")
 root=$(pwd)/demo-run
@@ -127,6 +128,104 @@ for p in "${pids[@]}"; do
 done
 trap - EXIT
 echo "all providers stopped"
+
+step "The chain: a local BigFile devnet (anvil, network 2) with the contracts and funded accounts"
+cpids=()
+chain_cleanup() {
+  for p in "${cpids[@]}"; do kill "$p" 2>/dev/null || true; done
+  "$agent" devnet down --dir "$root/devnet" >/dev/null 2>&1 || true
+}
+trap chain_cleanup EXIT
+echo "\$ bigfile-agent devnet up --dir demo-run/devnet --providers 5 --period-blocks 10"
+"$agent" devnet up --dir "$root/devnet" --providers 5 --period-blocks 10
+devnet="$root/devnet/devnet.json"
+# wait_log FILE PATTERN SECONDS WHAT: fails the demo when PATTERN does not show up in time.
+wait_log() {
+  for _ in $(seq 1 $(($3 * 4))); do grep -q "$2" $1 2>/dev/null && return 0; sleep 0.25; done
+  echo "demo failed: $4 did not happen within $3 s" >&2; exit 1
+}
+
+step "Five provider agents join the chain: each imports its devnet key, stakes 2000 BIG and runs"
+boot=()
+for i in 1 2 3 4 5; do
+  dir="$root/chain$i"
+  info=$("$agent" init --dir "$dir" --password-file "$root/password" --api "127.0.0.1:76$((30 + i))" \
+    --listen "/ip4/127.0.0.1/tcp/75$((30 + i))" "${boot[@]}" --devnet "$devnet" --account "provider-$i" --json)
+  addr=$(echo "$info" | sed -n 's/.*"\(\/ip4\/127.0.0.1\/tcp\/75[0-9]*\/p2p\/[A-Za-z0-9]*\)".*/\1/p' | head -1)
+  boot+=(--bootstrap "$addr")
+  # Demo pace: poll the chain 4 times a second; holders check each other every 2 s.
+  sed -i -e 's/^announce_interval_secs = 30/announce_interval_secs = 2/' -e 's/^interval_secs = 60/interval_secs = 2/' \
+    -e 's/^poll_interval_ms = 1000/poll_interval_ms = 250/' -e 's/^confirmations = 2/confirmations = 1/' "$dir/config.toml"
+  echo "\$ bigfile-agent register --stake 2000   (provider $i)"
+  "$agent" --config "$dir/config.toml" register --stake 2000 | head -2
+  "$agent" --config "$dir/config.toml" run 2> "$dir/agent.log" &
+  cpids+=($!)
+  disown
+done
+"$agent" init --dir "$root/chainclient" --password-file "$root/password" --api 127.0.0.1:7639 "${boot[@]}" \
+  --devnet "$devnet" --account client-1 >/dev/null
+for i in 1 2 3 4 5; do
+  for _ in $(seq 1 300); do
+    n=$(curl -fs "http://127.0.0.1:76$((30 + i))/status" 2>/dev/null | sed -n 's/.*"providers":\([0-9]*\).*/\1/p')
+    [ "${n:-0}" -ge 5 ] && break; sleep 0.1
+  done
+done
+
+step "A client stores a file with a storage deal: k=2 + m=2 slots, 6 periods, 1 BIG per slot and period"
+echo "\$ bigfile-agent client put photo.bin --data 2 --parity 2 --periods 6 --price 1"
+"$agent" --config "$root/chainclient/config.toml" client put "$root/files/photo.bin" --data 2 --parity 2 \
+  --periods 6 --price 1 | tee "$root/deal.txt"
+deal_id=$(sed -n 's/.*deal \([0-9]*\) on chain.*/\1/p' "$root/deal.txt")
+[ -n "$deal_id" ] || { echo "demo failed: no deal was created" >&2; exit 1; }
+wait_log "$root/chain*/agent.log" "slot taken" 60 "a provider taking a slot"
+for _ in $(seq 1 240); do [ "$(grep -l 'slot taken' "$root"/chain*/agent.log | wc -l)" -ge 4 ] && break; sleep 0.25; done
+echo "slots taken by four providers; waiting for periods 0 and 1 to be proven (10 blocks of 1 s each)"
+for _ in $(seq 1 360); do [ "$(grep -h 'storage proofs submitted' "$root"/chain*/agent.log | wc -l)" -ge 8 ] && break; sleep 0.25; done
+grep -h "storage proofs submitted" "$root"/chain*/agent.log | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-150 | head -8
+holder=""
+for i in 1 2 3 4 5; do
+  held=$("$agent" --config "$root/chain$i/config.toml" deals --json)
+  if echo "$held" | grep -q '"slot": 0,'; then holder=$i; fi
+done
+[ -n "$holder" ] || { echo "demo failed: nobody holds slot 0" >&2; exit 1; }
+echo "\$ bigfile-agent deals   (provider $holder, holder of slot 0)"
+"$agent" --config "$root/chain$holder/config.toml" deals
+
+step "Kill (SIGKILL) provider $holder: it misses its next proof, a fellow holder reports it, it is slashed"
+kill -9 "${cpids[$((holder - 1))]}"
+wait_log "$root/chain*/agent.log" "a fellow holder missed a period" 60 "the missed period being reported"
+grep -h "a fellow holder missed a period" "$root"/chain*/agent.log | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-200 | head -1
+echo "\$ bigfile-agent rewards   (provider $holder: stake after the slash)"
+"$agent" --config "$root/chain$holder/config.toml" rewards
+
+step "Repair follows the chain: the shard is rebuilt on the provider without a slot, which takes the slot"
+wait_log "$root/chain*/agent.log" "repair complete" 60 "the repair of the lost shard"
+for _ in $(seq 1 240); do [ "$(grep -l 'slot taken' "$root"/chain*/agent.log | wc -l)" -ge 5 ] && break; sleep 0.25; done
+[ "$(grep -l 'slot taken' "$root"/chain*/agent.log | wc -l)" -ge 5 ] || { echo "demo failed: the freed slot was not taken" >&2; exit 1; }
+for i in 1 2 3 4 5; do
+  [ "$i" = "$holder" ] && continue
+  grep -h "slot taken deal=$deal_id slot=0" "$root/chain$i/agent.log" | sed 's/\x1b\[[0-9;]*m//g' |
+    cut -c1-160 | sed "s/^/provider $i: /" || true
+done
+
+step "The deal runs to its end and is finished; the live providers claim their BIG"
+wait_log "$root/chain*/agent.log" "deal finished" 120 "the end of the deal"
+for i in 1 2 3 4 5; do
+  [ "$i" = "$holder" ] && continue
+  echo "\$ bigfile-agent rewards claim   (provider $i)"
+  "$agent" --config "$root/chain$i/config.toml" rewards claim | head -1 || true
+done
+
+step "Balances (BIG): each provider started with 100000 and staked 2000; the client paid the deal"
+printf "%-10s %-44s %12s %8s %10s\n" account address balance stake claimable
+for i in 1 2 3 4 5 client; do
+  cfg="$root/chain$i/config.toml"; [ "$i" = client ] && cfg="$root/chainclient/config.toml"
+  "$agent" --config "$cfg" rewards --json | tr -d '\n ' |
+    sed -n 's/.*"address":"\([^"]*\)","claimable":"\([^"]*\)".*"balance":"\([^"]*\)","stake":"\([^"]*\)".*/\1 \3 \4 \2/p' |
+    { read -r a b s c || true; printf "%-10s %-44s %12s %8s %10s\n" "$i" "$a" "$b" "$s" "$c"; }
+done
+chain_cleanup
+trap - EXIT
 
 step "Benchmark: every figure a ratio against a raw baseline measured in the same run"
 "$agent" bench storage --size "64 MiB" --dir "$root/bench"

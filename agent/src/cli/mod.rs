@@ -167,15 +167,23 @@ pub struct Output {
 
 impl Output {
     /// Prints `value` as JSON, or the text `text()` builds.
+    ///
+    /// A closed stdout (`| head`, `| grep -q`) is not an error worth a panic: the reader has what it
+    /// wanted, so the write error is ignored.
     pub fn print<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
-        if self.json {
+        use std::io::Write;
+        let line = if self.json {
             match serde_json::to_string_pretty(value) {
-                Ok(s) => println!("{s}"),
-                Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: cannot encode JSON: {e}");
+                    return;
+                }
             }
         } else {
-            println!("{}", text());
-        }
+            text()
+        };
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
     }
 
     /// A progress bar on stderr when it is a terminal and output is text; hidden otherwise.
