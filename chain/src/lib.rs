@@ -1,8 +1,8 @@
-//! Chain side of the BigFile provider agent.
-//!
-//! For now it owns the provider's chain key, kept in an encrypted Web3 Secret Storage keystore, and
-//! EIP-191 message signing with it (availability announcements);
-//! contract bindings, the event watcher and the transaction sender arrive with the chain issue.
+//! Chain side of the BigFile provider agent: the provider's chain key (encrypted Web3 Secret
+//! Storage keystore, EIP-191 signing), typed bindings to the BigFile contracts, the event
+//! [`watcher`] (confirmations, cursor, reorg rewind), the transaction [`sender`] (nonces, fees,
+//! replacement, decoded reverts), the storage [`challenge`] computed as the contract does, and the
+//! local [`devnet`] (anvil + deployment from Rust). It depends on no other BigFile crate.
 
 pub mod eip191;
 pub mod keystore;
