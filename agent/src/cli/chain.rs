@@ -61,8 +61,15 @@ pub fn register(cfg: &Config, stake: &str, out: &Output) -> Result<ExitCode> {
             format_big(balance),
             format_big(amount)
         );
-        link.ensure_allowance(link.registry, amount).await?;
         let registered = registry.isRegistered(me).call().await.context("ProviderRegistry.isRegistered")?;
+        let minimum = registry.minStake().call().await.context("ProviderRegistry.minStake")?;
+        anyhow::ensure!(
+            registered || amount >= minimum,
+            "the registry's minimum stake is {} BIG, more than {} BIG; nothing was sent",
+            format_big(minimum),
+            format_big(amount)
+        );
+        link.ensure_allowance(link.registry, amount).await?;
         let outcome = if registered {
             let call = ProviderRegistry::addStakeCall { amount };
             link.send(link.registry, &call, format!("addStake {}", format_big(amount))).await?
