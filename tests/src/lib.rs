@@ -152,20 +152,56 @@ impl Drop for Daemon {
 
 pub use bigfile_storage::bench::pseudo_random;
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A TCP port on 127.0.0.1 that nothing listens on and no other test (in any process) was given.
+///
+/// Ports handed out by the kernel for `bind(:0)` are released before the agent binds them, and
+/// the kernel may hand the same one to the next caller, or to an outgoing connection, in that
+/// window (CI saw two agents of one cluster given the same API port). So test ports come from
+/// below the kernel's ephemeral range, where the kernel never picks on its own, and each one is
+/// reserved machine-wide by creating a file in a shared directory; reservations expire after an
+/// hour so a crashed run does not leak them for ever.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    reserve_port(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
-/// A free UDP port on 127.0.0.1 (bound, then released).
+/// As [`free_port`], for a UDP port (QUIC); also free for TCP so either transport can use it.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free udp port")
+    reserve_port(|p| {
+        std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+    })
+}
+
+fn reserve_port(bindable: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Below the ephemeral range (32768–60999 on Debian); fall back to that if it cannot be read.
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    let (first, last) = (10_000u32, low.clamp(12_000, 65_000) - 1);
+    let span = last - first + 1;
+    let dir = std::env::temp_dir().join("bigfile-test-ports");
+    std::fs::create_dir_all(&dir).expect("port reservation directory");
+    // Spread processes over the range so they rarely probe the same ports.
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(97);
+    for i in 0..span {
+        let port = (first + seed.wrapping_add(i) % span) as u16;
+        let file = dir.join(port.to_string());
+        if let Ok(meta) = std::fs::metadata(&file) {
+            let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
+            if age < Duration::from_secs(3600) {
+                continue;
+            }
+            let _ = std::fs::remove_file(&file);
+        }
+        if std::fs::OpenOptions::new().write(true).create_new(true).open(&file).is_ok() && bindable(port) {
+            return port;
+        }
+    }
+    panic!("no free test port left in {first}..={last} (see {})", dir.display());
 }
 
 /// HTTP GET on 127.0.0.1; returns (status code, body), or None if nothing listens yet.
