@@ -384,6 +384,44 @@ async fn stuck_transactions_are_replaced_with_higher_fees() {
     assert_eq!(chain.big_balance(to).await, U256::from(5), "transferred once");
 }
 
+/// A transaction the node loses (dropped from its pool, as a reorg drops the transactions of the
+/// blocks it abandons) is broadcast again at the next poll, not after the replacement delay.
+#[tokio::test]
+async fn a_transaction_the_node_lost_is_broadcast_again() {
+    let chain = Chain::start(31_406).await;
+    let handle = chain.sender(&chain.deployer, chain.config()).await;
+    let nonce = handle.status().next_nonce;
+    let me = chain.deployer.address();
+    chain.automine(false).await;
+    let to = random_address();
+    let send = tokio::spawn({
+        let (handle, request) = (handle.clone(), chain.transfer(to, U256::from(7), "lost transfer"));
+        async move { handle.send(request).await }
+    });
+    let pending = || async { chain.provider.get_transaction_count(me).pending().await.expect("nonce") };
+    within("the transfer pending", async {
+        while pending().await <= nonce {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let _: () = chain.provider.raw_request("anvil_dropAllTransactions".into(), ()).await.expect("drop");
+    assert_eq!(pending().await, nonce, "the node forgot the transfer");
+    // The replacement delay is a minute: only the lost-transaction check can send it again now.
+    within("the transfer pending again", async {
+        while pending().await <= nonce {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    chain.mine().await;
+    let outcome = within("the outcome", send).await.expect("join").expect("mined");
+    chain.automine(true).await;
+    assert_eq!(outcome.nonce, nonce);
+    assert_eq!(outcome.versions.len(), 1, "sent again as it was, not replaced");
+    assert_eq!(chain.big_balance(to).await, U256::from(7), "transferred once");
+}
+
 /// Budgets: a fee cap below the base fee and a gas need above the per-transaction limit are
 /// refused before signing, with the configuration key in the message.
 #[tokio::test]

@@ -267,6 +267,9 @@ impl Task {
             tracing::debug!(label = %request.label, "request dropped by its caller before signing");
             return;
         }
+        if self.in_flight.is_empty() {
+            self.realign_idle_nonce().await;
+        }
         let mut attempts = 0;
         loop {
             let (max_fee, priority_fee) = match self.fees_for_new(&request.label).await {
@@ -372,6 +375,27 @@ impl Task {
                 last_refusal: None,
             });
             return;
+        }
+    }
+
+    /// With nothing of ours in flight the node's pending nonce is the whole truth: it is lower
+    /// than ours after a reorg dropped a transaction that had been mined (signing past it would
+    /// queue the new one behind a gap for ever), higher after another user of the key sent one.
+    async fn realign_idle_nonce(&mut self) {
+        match self.link.rpc(self.link.provider.get_transaction_count(self.link.address).pending()).await {
+            Ok(pending) if pending != self.next_nonce => {
+                tracing::warn!(
+                    ours = self.next_nonce,
+                    chain = pending,
+                    "the account nonce moved under us (a reorg or another sender); following the chain"
+                );
+                self.next_nonce = pending;
+            }
+            Ok(_) => {}
+            // Keep ours; a refusal on broadcast re-reads it anyway.
+            Err(e) => {
+                tracing::debug!(error = %e.describe(), "cannot re-read the account nonce before sending")
+            }
         }
     }
 
@@ -607,7 +631,15 @@ impl Task {
     /// when no more replacements are allowed (a node that restarted or evicted it may have lost it).
     async fn nudge(&mut self, tx: &mut InFlight) {
         if tx.delivered && tx.last_sent.elapsed() < self.link.config.replace_after {
-            return;
+            if self.node_holds(tx).await {
+                return;
+            }
+            // Not mined and not pending: a reorg took it off the chain without putting it back in
+            // the pool, or the pool evicted it. Waiting for the replacement delay would leave a
+            // gap in the nonces for that long; send it again now.
+            tracing::warn!(label = %tx.request.label, nonce = tx.nonce,
+                "transaction vanished from the node (a reorg or eviction); broadcasting it again");
+            tx.delivered = false;
         }
         let retry = !tx.delivered;
         tx.last_sent = Instant::now();
@@ -653,6 +685,14 @@ impl Task {
                 tracing::warn!(label = %tx.request.label, error = %failure.describe(), "re-broadcast failed")
             }
         }
+    }
+
+    /// Whether the node still knows the last version of `tx` (pending or mined). An RPC failure
+    /// counts as yes: only a clear "unknown" triggers a re-broadcast.
+    async fn node_holds(&self, tx: &InFlight) -> bool {
+        let Some(latest) = tx.latest() else { return true };
+        let hash = latest.version.hash;
+        !matches!(self.link.rpc(self.link.provider.get_transaction_by_hash(hash)).await, Ok(None))
     }
 
     fn replaced(&mut self, tx: &mut InFlight, signed: Signed, delivered: bool) {
