@@ -87,6 +87,8 @@ pub struct ChainCounters {
     pub proofs_accepted: AtomicU64,
     /// Proofs refused (in a batch, or a reverted single proof).
     pub proofs_rejected: AtomicU64,
+    /// Accepted proofs a reorg took off the chain again (each is proven anew).
+    pub proofs_reorged: AtomicU64,
     /// Gas used by proof transactions.
     pub proof_gas: AtomicU64,
     /// Slots taken.
@@ -126,6 +128,12 @@ impl Collector for ChainCollector {
             "bigfile_chain_proofs_rejected",
             "Storage proofs refused by the market",
             get(&c.proofs_rejected),
+        )?;
+        counter(
+            &mut enc,
+            "bigfile_chain_proofs_reorged",
+            "Accepted storage proofs a reorg removed (proven again)",
+            get(&c.proofs_reorged),
         )?;
         counter(&mut enc, "bigfile_chain_proof_gas", "Gas used by proof transactions", get(&c.proof_gas))?;
         counter(&mut enc, "bigfile_chain_slots_taken", "Deal slots taken", get(&c.slots_taken))?;

@@ -40,8 +40,10 @@ pub struct Steward {
     book: DealBook,
     store: Arc<Store>,
     cfg: ChainConfig,
-    /// (deal, period) proofs mined and accepted, or refused for good.
-    proven: HashSet<(u64, u64)>,
+    /// (deal, period) proofs the chain showed as accepted, with the block that showed it. Trusted
+    /// without asking once that block is `confirmations` deep; until then a reorg could still take
+    /// the proof away, so the chain is asked again each poll and the proof resent if it vanished.
+    proven: HashMap<(u64, u64), u64>,
     /// Deals whose slot-taking failed or was refused, with the block to try again from.
     take_after: HashMap<u64, u64>,
     /// (deal, period) for which fellow holders' defaults were checked.
@@ -66,7 +68,7 @@ impl Steward {
             book,
             store,
             cfg,
-            proven: HashSet::new(),
+            proven: HashMap::new(),
             take_after: HashMap::new(),
             defaults_checked: HashSet::new(),
             finished: HashSet::new(),
@@ -195,7 +197,11 @@ impl Steward {
     async fn due_proof(&mut self, deal: &DealEntry, slot: u16, head: u64) -> Result<Option<ReadyProof>> {
         let pb = self.link.period_blocks;
         let Some(period) = period_at(deal.start_block, pb, head) else { return Ok(None) };
-        if period >= u64::from(deal.num_periods) || self.proven.contains(&(deal.deal_id, period)) {
+        if period >= u64::from(deal.num_periods) {
+            return Ok(None);
+        }
+        let seen_at = self.proven.get(&(deal.deal_id, period)).copied();
+        if seen_at.is_some_and(|at| head >= at + self.cfg.confirmations) {
             return Ok(None);
         }
         // Wait until the seed block is buried by the confirmation depth (a reorg of it would
@@ -218,8 +224,18 @@ impl Steward {
             return Ok(None);
         }
         if u64::from(info.lastProvenPlusOne) > period {
-            self.proven.insert((deal.deal_id, period));
+            self.proven.entry((deal.deal_id, period)).or_insert(head);
             return Ok(None);
+        }
+        if let Some(at) = self.proven.remove(&(deal.deal_id, period)) {
+            tracing::warn!(
+                deal = deal.deal_id,
+                period,
+                accepted_at = at,
+                head,
+                "our accepted proof is no longer on the chain (a reorg); proving again"
+            );
+            ChainCounters::add(&self.counters.proofs_reorged, 1);
         }
         let block = self
             .link
@@ -281,7 +297,10 @@ impl Steward {
                 for log in outcome.logs() {
                     if let Ok(e) = log.log_decode::<StorageMarket::ProofAccepted>() {
                         let e = e.inner.data;
-                        self.proven.insert((e.dealId.saturating_to(), e.period.saturating_to()));
+                        self.proven.insert(
+                            (e.dealId.saturating_to(), e.period.saturating_to()),
+                            outcome.block_number,
+                        );
                         accepted += 1;
                     } else if let Ok(e) = log.log_decode::<StorageMarket::ProofRejected>() {
                         let e = e.inner.data;
