@@ -3,6 +3,7 @@
 //!
 //! Every e2e test uses these; none copies them.
 
+pub mod chain;
 pub mod hostile;
 
 use std::io::{Read, Write};

@@ -9,48 +9,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bigfile_chain::alloy::primitives::{Address, U256};
-use bigfile_chain::alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use bigfile_chain::alloy::rpc::types::Filter;
-use bigfile_chain::bindings::{BIG, ProviderRegistry, StorageMarket};
+use bigfile_chain::bindings::{ProviderRegistry, StorageMarket};
 use bigfile_chain::deploy::BIG_UNIT;
 use bigfile_chain::devnet::{BIGFILE_NETWORK, Devnet, DevnetOptions};
+use bigfile_tests::chain::Chain;
 use bigfile_tests::{Cluster, wait_for};
 
 /// Blocks per period: 1-second blocks keep a period at 10 s.
 const PERIOD_BLOCKS: u64 = 10;
 const PERIODS: u64 = 6;
 const PROVIDERS: usize = 5;
-
-struct Chain {
-    rt: tokio::runtime::Runtime,
-    provider: DynProvider,
-    market: Address,
-    registry: Address,
-    token: Address,
-    from_block: u64,
-}
-
-impl Chain {
-    fn block<T>(&self, f: impl std::future::IntoFuture<Output = T>) -> T {
-        self.rt.block_on(f.into_future())
-    }
-
-    fn balance(&self, who: Address) -> U256 {
-        self.block(BIG::new(self.token, &self.provider).balanceOf(who).call()).expect("balanceOf")
-    }
-
-    fn slot_holder(&self, deal: u64, slot: u64) -> Address {
-        let market = StorageMarket::new(self.market, &self.provider);
-        self.block(market.slotInfo(U256::from(deal), U256::from(slot)).call()).expect("slotInfo").provider
-    }
-
-    fn logs<E: bigfile_chain::alloy::sol_types::SolEvent>(&self, address: Address) -> Vec<E> {
-        let filter =
-            Filter::new().address(address).event_signature(E::SIGNATURE_HASH).from_block(self.from_block);
-        let logs = self.block(self.provider.get_logs(&filter)).expect("get_logs");
-        logs.iter().map(|l| l.log_decode::<E>().expect("decode").inner.data).collect()
-    }
-}
 
 #[test]
 fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
@@ -64,15 +32,7 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     let file = devnet.file().clone();
     let network = file.network(BIGFILE_NETWORK).expect("network").clone();
     let contracts = network.contracts.expect("contracts");
-    let provider = ProviderBuilder::new().connect_http(network.rpc_url.parse().expect("url")).erased();
-    let chain = Chain {
-        rt,
-        provider,
-        market: contracts.storage_market,
-        registry: contracts.registry,
-        token: contracts.token,
-        from_block: contracts.deploy_block,
-    };
+    let chain = Chain::connect(&file);
     let stake = U256::from(2_000u128 * BIG_UNIT);
     let initial = options.big_per_account;
     let address = |name: &str| file.account(name).expect("account").address;
