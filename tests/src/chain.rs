@@ -50,6 +50,11 @@ impl Chain {
         self.block(self.provider.get_block_number()).expect("block number")
     }
 
+    /// The number of transactions `who` has had mined.
+    pub fn nonce(&self, who: Address) -> u64 {
+        self.block(self.provider.get_transaction_count(who)).expect("nonce")
+    }
+
     /// BIG balance of `who`.
     pub fn balance(&self, who: Address) -> U256 {
         self.block(BIG::new(self.token, &self.provider).balanceOf(who).call()).expect("balanceOf")
