@@ -100,6 +100,9 @@ pub(crate) struct Engine<C, S, H> {
     loaded: bool,
     status: watch::Sender<WatcherStatus>,
     trouble: Option<Trouble>,
+    /// Blocks asked for per `eth_getLogs`: `max_range`, halved each time the node refuses a range
+    /// (public RPCs cap the span or the number of results) and doubled back after each success.
+    range: u64,
 }
 
 impl<C: ChainSource, S: CursorStore, H: Handler> Engine<C, S, H> {
@@ -110,6 +113,7 @@ impl<C: ChainSource, S: CursorStore, H: Handler> Engine<C, S, H> {
         config: WatcherConfig,
         status: watch::Sender<WatcherStatus>,
     ) -> Self {
+        let max_range = config.max_range;
         Self {
             chain,
             store: Arc::new(store),
@@ -119,6 +123,7 @@ impl<C: ChainSource, S: CursorStore, H: Handler> Engine<C, S, H> {
             loaded: false,
             status,
             trouble: None,
+            range: max_range,
         }
     }
 
@@ -240,9 +245,22 @@ impl<C: ChainSource, S: CursorStore, H: Handler> Engine<C, S, H> {
         if next > target {
             return Ok(Progress::Idle);
         }
-        let to = target.min(next.saturating_add(self.config.max_range - 1));
+        let to = target.min(next.saturating_add(self.range.max(1) - 1));
         let tip = self.cursor.as_ref().map(Cursor::tip);
-        let fetched = Self::fetch(&self.chain, &self.config, tip, next, to, target).await?;
+        let fetched = match Self::fetch(&self.chain, &self.config, tip, next, to, target).await {
+            Ok(fetched) => {
+                self.range = self.range.saturating_mul(2).min(self.config.max_range);
+                fetched
+            }
+            // The head and headers were read but the logs of several blocks were refused: retry
+            // at once over half the span; a single block's refusal is an ordinary failure.
+            Err(StepError::Rpc(e)) if to > next && e.what.starts_with("eth_getLogs") => {
+                self.range = ((to - next + 1) / 2).max(1);
+                debug!(error = %e, range = self.range, "chain watcher: eth_getLogs refused; asking for fewer blocks");
+                return Ok(Progress::More);
+            }
+            Err(e) => return Err(e),
+        };
         self.handler.handle(&fetched.batch).await.map_err(StepError::Handler)?;
         let last = fetched.batch.last;
         let cursor = match &self.cursor {

@@ -29,6 +29,10 @@ struct ChainState {
     visible: Option<u64>,
     /// Logs come back with a block hash no header has.
     wrong_log_hash: bool,
+    /// `eth_getLogs` over more blocks than this is refused (a public RPC's cap).
+    max_log_span: Option<u64>,
+    /// The spans of every `eth_getLogs` asked, refused or not.
+    log_spans: Vec<u64>,
     header_reads: usize,
 }
 
@@ -109,8 +113,15 @@ impl ChainSource for FakeChain {
     }
 
     async fn logs(&self, addresses: &[Address], from: u64, to: u64) -> Result<Vec<Log>, SourceError> {
-        let state = self.check()?;
+        let mut state = self.check()?;
         assert_eq!(addresses, &[WATCHED]);
+        state.log_spans.push(to - from + 1);
+        if state.max_log_span.is_some_and(|max| to - from + 1 > max) {
+            return Err(SourceError {
+                what: format!("eth_getLogs({from}..={to})"),
+                why: "block range too large".into(),
+            });
+        }
         let mut logs = Vec::new();
         for number in from..=to.min(state.known()) {
             let block = &state.blocks[number as usize];
@@ -454,4 +465,30 @@ async fn the_running_engine_reports_an_outage_and_recovers_from_it() {
     cancel.cancel();
     task.await.expect("the task ends when cancelled");
     assert_eq!(recorder.delivered(), vec![(3, 1)]);
+}
+
+#[tokio::test]
+async fn a_refused_log_range_is_halved_until_the_node_accepts_it_then_grows_back() {
+    let logs: Vec<(u64, u64)> = (1..=40).map(|n| (n, n)).collect();
+    let chain = FakeChain::new(40, &logs);
+    chain.state().max_log_span = Some(3);
+    let (store, recorder) = (Arc::new(MemoryCursorStore::new()), Recorder::default());
+    let mut engine = engine(&chain, &store, &recorder, WatcherConfig { max_range: 16, ..config(0, 8) });
+    drive(&mut engine).await;
+    let batches = recorder.batches();
+    assert_contiguous(&batches, 1, 40);
+    assert_eq!(recorder.delivered(), logs, "every log once, in order");
+    let spans = chain.state().log_spans.clone();
+    assert_eq!(&spans[..3], &[16, 8, 4], "halved after each refusal: {spans:?}");
+    assert!(
+        spans.iter().filter(|s| **s > 3).count() > 3,
+        "the span is tried larger again after successes: {spans:?}"
+    );
+
+    // Lifting the cap: the range grows back to max_range.
+    chain.state().max_log_span = None;
+    chain.extend(0, 100, &[]);
+    drive(&mut engine).await;
+    assert_eq!(chain.state().log_spans.last().copied().map(|s| s <= 16), Some(true));
+    assert!(chain.state().log_spans.iter().rev().take(3).any(|s| *s == 16), "back to max_range");
 }
