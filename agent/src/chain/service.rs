@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use bigfile_chain::alloy::primitives::Address;
 use bigfile_chain::alloy::signers::local::PrivateKeySigner;
 use bigfile_chain::sender::SendError;
 use bigfile_chain::watcher::{self, Cursor, CursorError, CursorStore, WatcherConfig, WatcherStatus};
@@ -27,11 +28,41 @@ pub struct SledCursor {
 }
 
 const CURSOR_KEY: &[u8] = b"cursor";
+/// Which chain and market the cursor and the deal book describe.
+const SCOPE_KEY: &[u8] = b"scope";
 
 impl SledCursor {
     /// The cursor tree of `store`.
     pub fn open(store: &Store) -> Result<Self> {
         Ok(Self { tree: store.agent_tree("chain-cursor")? })
+    }
+
+    /// Ties the cursor and `book` to `chain_id` and `market`. When the configuration names
+    /// another chain or market than the one they were written for (a new devnet, a redeployed
+    /// market), both are forgotten: the old cursor would skip the new market's history and the
+    /// old deal ids would be taken for the new market's. Shards in the store are untouched, and
+    /// rewards earned on the old market stay claimable there. Returns whether anything was reset.
+    pub fn bind_scope(&self, book: &DealBook, chain_id: u64, market: Address) -> Result<bool> {
+        let scope = format!("{chain_id}:{market:#x}");
+        let old = self.tree.get(SCOPE_KEY)?.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let reset = match old.as_deref() {
+            Some(old) if old != scope => {
+                let deals = book.all()?;
+                tracing::warn!(was = old, now = %scope, deals = deals.len(),
+                    "chain.chain_id or chain.storage_market changed: following the new market from chain.start_block; the old market's deal book and cursor are dropped (stored shards stay)");
+                for deal in deals {
+                    book.remove(deal.deal_id)?;
+                }
+                self.clear()?;
+                true
+            }
+            _ => false,
+        };
+        if old.as_deref() != Some(scope.as_str()) {
+            self.tree.insert(SCOPE_KEY, scope.as_bytes())?;
+            self.tree.flush()?;
+        }
+        Ok(reset)
     }
 }
 
@@ -119,12 +150,14 @@ pub async fn run(
         "connected to the BigFile chain"
     );
     let book = DealBook::open(&store)?;
+    let cursor = SledCursor::open(&store)?;
+    cursor.bind_scope(&book, cfg.chain_id, link.market)?;
     let (confirmed_tx, _confirmed_rx) = watch::channel(0);
     let handler = DealHandler::new(book.clone(), link.clone(), hints, confirmed_tx);
     let mut config = WatcherConfig::new(vec![link.market], cfg.start_block);
     config.confirmations = cfg.confirmations;
     config.poll_interval = Duration::from_millis(cfg.poll_interval_ms);
-    let watcher = watcher::spawn(link.provider.clone(), config, SledCursor::open(&store)?, handler, &cancel)
+    let watcher = watcher::spawn(link.provider.clone(), config, cursor, handler, &cancel)
         .context("starting the chain watcher")?;
     let mut updates = watcher.subscribe();
     let forward = {
@@ -145,4 +178,65 @@ pub async fn run(
     let (result, ()) = tokio::join!(steward.run(cancel.clone()), forward);
     let _ = watcher.shutdown().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use bigfile_chain::alloy::primitives::{Address, B256};
+    use bigfile_storage::{Store, StoreConfig};
+
+    use super::*;
+    use crate::chain::book::DealEntry;
+
+    fn entry(deal_id: u64) -> DealEntry {
+        DealEntry {
+            deal_id,
+            client: Address::repeat_byte(1),
+            object_id: B256::repeat_byte(2),
+            shard_roots: vec![B256::repeat_byte(3)],
+            shard_size: 256,
+            segment_size: 256,
+            k: 1,
+            m: 0,
+            num_periods: 2,
+            price_per_slot_period: 1,
+            start_block: 10,
+            created_block: 5,
+            our_slot: Some(0),
+            finished: false,
+        }
+    }
+
+    #[test]
+    fn a_new_market_drops_the_old_cursor_and_deal_book() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&StoreConfig {
+            path: dir.path().join("store"),
+            capacity: 1 << 20,
+            block_size: 4096,
+            cache_bytes: 1 << 20,
+            disk_reserve: 0,
+        })
+        .expect("store");
+        let (book, cursor) =
+            (DealBook::open(&store).expect("book"), SledCursor::open(&store).expect("cursor"));
+        let (market, other) = (Address::repeat_byte(0xaa), Address::repeat_byte(0xbb));
+        assert!(!cursor.bind_scope(&book, 7, market).expect("first bind"));
+        book.put(&entry(1)).expect("put");
+        let saved = Cursor::new(bigfile_chain::watcher::BlockRef { number: 42, hash: B256::repeat_byte(4) });
+        cursor.save(&saved).expect("save");
+
+        // Same chain and market (a restart): everything kept.
+        assert!(!cursor.bind_scope(&book, 7, market).expect("same scope"));
+        assert_eq!(cursor.load().expect("load"), Some(saved));
+        assert_eq!(book.all().expect("all").len(), 1);
+
+        // Another market, then another chain id: both forgotten each time.
+        assert!(cursor.bind_scope(&book, 7, other).expect("new market"));
+        assert_eq!(cursor.load().expect("load"), None);
+        assert!(book.all().expect("all").is_empty());
+        book.put(&entry(2)).expect("put");
+        assert!(cursor.bind_scope(&book, 8, other).expect("new chain"));
+        assert!(book.all().expect("all").is_empty());
+    }
 }
