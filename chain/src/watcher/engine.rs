@@ -255,7 +255,9 @@ impl<C: ChainSource, S: CursorStore, H: Handler> Engine<C, S, H> {
             // The head and headers were read but the logs of several blocks were refused: retry
             // at once over half the span; a single block's refusal is an ordinary failure.
             Err(StepError::Rpc(e)) if to > next && e.what.starts_with("eth_getLogs") => {
-                self.range = ((to - next + 1) / 2).max(1);
+                // `to > next`: at least two blocks, so half is at least one.
+                let span = to - next + 1;
+                self.range = span / 2;
                 debug!(error = %e, range = self.range, "chain watcher: eth_getLogs refused; asking for fewer blocks");
                 return Ok(Progress::More);
             }
