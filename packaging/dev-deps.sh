@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, only what is missing; quiet when all is present.
-# Debian: a C compiler (SIMD erasure coding and keccak assembly are built from C and asm).
+# Debian: a C compiler (SIMD erasure coding and keccak assembly are built from C and asm) and
+# lavapipe, the CPU Vulkan driver.
 set -euo pipefail
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# A Vulkan adapter on every machine: Mesa's lavapipe (CPU) for the render jobs and their tests.
+compgen -G "/usr/share/vulkan/icd.d/lvp_icd.*.json" >/dev/null || need_apt+=(mesa-vulkan-drivers)
+compgen -G "/usr/lib/*/libvulkan.so.1" >/dev/null || need_apt+=(libvulkan1)
+# And Mesa's EGL/GL (llvmpipe): a second, independent adapter the render tests compare against.
+compgen -G "/usr/lib/*/libEGL_mesa.so.0" >/dev/null || need_apt+=(libegl-mesa0 libegl1)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
