@@ -4,6 +4,7 @@
 mod bench;
 mod chain;
 mod client;
+mod compute;
 mod devnet;
 mod init;
 mod status;
@@ -70,6 +71,11 @@ pub enum Command {
     /// A local BigFile chain with the contracts and funded accounts, for trying and testing.
     #[command(subcommand)]
     Devnet(devnet::DevnetCmd),
+    /// The wgpu adapters jobs can run on (GPUs, and lavapipe on the CPU), best first.
+    Devices,
+    /// Run compute jobs locally, without network or chain, to try this machine's devices.
+    #[command(subcommand)]
+    Compute(compute::ComputeCmd),
     /// Measure this machine against raw baselines, in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -140,6 +146,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(cmd) => bench::run(&cli.config, cmd, &out),
+        Command::Devices => compute::devices(&out),
+        Command::Compute(cmd) => compute::run(cmd, &out),
         Command::Devnet(cmd) => devnet::run(cmd, &out),
         Command::Register { stake } => {
             let cfg = Config::load(&cli.config)?;

@@ -1,0 +1,89 @@
+//! The operator's compute commands on this machine's real adapters (lavapipe in CI):
+//! `devices`, `compute render` of the shipped example scene, and `compute verify` telling the
+//! honest result from another seed's.
+
+use bigfile_tests::agent_bin;
+
+fn agent(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(agent_bin()).args(args).output().expect("run bigfile-agent")
+}
+
+fn example() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scenes/cornell.json")
+}
+
+#[test]
+fn devices_render_and_verify_from_the_command_line() {
+    let devices = agent(&["devices", "--json"]);
+    assert!(devices.status.success(), "{}", String::from_utf8_lossy(&devices.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&devices.stdout).expect("json");
+    let first = &list.as_array().expect("array")[0];
+    assert!(first["name"].as_str().is_some_and(|n| !n.is_empty()), "{list}");
+    assert!(first["backend"].is_string() && first["max_storage_buffer_binding_size"].as_u64() > Some(0));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scene_text = std::fs::read_to_string(example()).expect("example scene");
+    let scene = dir.path().join("scene.json");
+    std::fs::write(
+        &scene,
+        scene_text.replace("\"width\": 128", "\"width\": 64").replace("\"height\": 128", "\"height\": 64"),
+    )
+    .expect("write scene");
+    let png = dir.path().join("out.png");
+    let render = agent(&[
+        "--json",
+        "compute",
+        "render",
+        scene.to_str().expect("path"),
+        "-o",
+        png.to_str().expect("path"),
+    ]);
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&render.stdout).expect("json");
+    assert_eq!((report["width"].as_u64(), report["tiles"].as_u64()), (Some(64), Some(4)), "{report}");
+    assert!(report["root"].as_str().is_some_and(|r| r.len() == 66), "{report}");
+    assert!(std::fs::read(&png).expect("png").starts_with(b"\x89PNG"));
+
+    let verify = agent(&[
+        "compute",
+        "verify",
+        scene.to_str().expect("path"),
+        png.to_str().expect("path"),
+        "--tiles",
+        "4",
+    ]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains(": match (4 tiles"));
+
+    // A result rendered with another seed does not pass for this scene.
+    let other = dir.path().join("other.json");
+    let text = std::fs::read_to_string(&scene).expect("scene");
+    std::fs::write(&other, text.replace("\"seed\": 7", "\"seed\": 8")).expect("write");
+    let other_png = dir.path().join("other.png");
+    assert!(
+        agent(&["compute", "render", other.to_str().expect("path"), "-o", other_png.to_str().expect("path")])
+            .status
+            .success()
+    );
+    let cheat = agent(&[
+        "compute",
+        "verify",
+        scene.to_str().expect("path"),
+        other_png.to_str().expect("path"),
+        "--tiles",
+        "2",
+    ]);
+    assert!(!cheat.status.success());
+    assert!(String::from_utf8_lossy(&cheat.stdout).contains("MISMATCH"));
+
+    // A bad scene names its field; nothing is written.
+    std::fs::write(&other, text.replace("\"samples_per_pixel\": 64", "\"samples_per_pixel\": 0"))
+        .expect("write");
+    let bad_png = dir.path().join("bad.png");
+    let bad =
+        agent(&["compute", "render", other.to_str().expect("path"), "-o", bad_png.to_str().expect("path")]);
+    assert!(!bad.status.success());
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(why.contains("other.json.samples_per_pixel: must be 1..="), "{why}");
+    assert!(!bad_png.exists());
+}
