@@ -9,6 +9,7 @@
 //!
 //! GPU work is blocking: callers run it on a dedicated thread or `spawn_blocking`.
 
+pub mod bench;
 pub mod commit;
 pub mod error;
 pub mod gpu;

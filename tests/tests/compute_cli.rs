@@ -86,4 +86,14 @@ fn devices_render_and_verify_from_the_command_line() {
     let why = String::from_utf8_lossy(&bad.stderr);
     assert!(why.contains("other.json.samples_per_pixel: must be 1..="), "{why}");
     assert!(!bad_png.exists());
+
+    // The benchmark measures every adapter; GPU ÷ CPU only where there is a GPU.
+    let bench = agent(&["--json", "bench", "compute", "--seconds", "0.2"]);
+    assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&bench.stdout).expect("json");
+    let rates = b["devices"].as_array().expect("devices");
+    assert_eq!(rates.len(), list.as_array().expect("array").len(), "{b}");
+    assert!(rates.iter().all(|d| d["megasamples_per_sec"].as_f64().is_some_and(|r| r > 0.0)), "{b}");
+    let has_gpu = rates.iter().any(|d| d["device_type"].as_str().is_some_and(|t| t.ends_with("_gpu")));
+    assert_eq!(b.get("render_gpu_vs_cpu").is_some(), has_gpu, "{b}");
 }

@@ -13,6 +13,13 @@ use crate::config::{ByteSize, Config};
 /// `bench` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
+    /// Render throughput (million samples per second) on every wgpu adapter, and the best GPU
+    /// against the best CPU adapter (lavapipe) measured in the same run.
+    Compute {
+        /// Seconds each adapter's timed render should last.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
     /// Erasure coding, durable put, reconstruction and scrub against memcpy, write+fsync and read.
     Storage {
         /// Object size to measure with.
@@ -42,6 +49,29 @@ pub enum BenchCmd {
 /// Runs a benchmark.
 pub fn run(config: &Path, cmd: BenchCmd, out: &Output) -> Result<ExitCode> {
     match cmd {
+        BenchCmd::Compute { seconds } => {
+            let quiet = out.json;
+            let r = bigfile_compute::bench::run(seconds, |step| {
+                if !quiet {
+                    eprintln!("  {step}");
+                }
+            })?;
+            out.print(&r, || {
+                let mut s = format!("compute benchmark (Cornell box, {0}x{0} pixels)", r.pixels);
+                for d in &r.devices {
+                    s += &format!(
+                        "\n  {:<48} {:>9.2} Msamples/s  ({} spp in {:.2} s)",
+                        d.device, d.megasamples_per_sec, d.samples_per_pixel, d.secs
+                    );
+                }
+                match r.render_gpu_vs_cpu {
+                    Some(x) => s += &format!("\n  render GPU / CPU: {x:.1}x"),
+                    None => s += "\n  no GPU adapter: GPU / CPU not measured",
+                }
+                s
+            });
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCmd::Network { shard_size, size, dir } => network(config, shard_size, size, dir, out),
         BenchCmd::Storage { size, dir } => {
             let cfg = if config.exists() { Some(Config::load(config)?) } else { None };
