@@ -5,7 +5,25 @@ use bigfile_chain::alloy::primitives::{Address, U256};
 use bigfile_chain::alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use bigfile_chain::alloy::rpc::types::Filter;
 use bigfile_chain::bindings::{BIG, StorageMarket};
-use bigfile_chain::devnet::{BIGFILE_NETWORK, DevnetFile};
+use bigfile_chain::devnet::{BIGFILE_NETWORK, Devnet, DevnetFile, DevnetOptions};
+
+/// Starts a devnet in `dir` for the chain end-to-end tests: `providers` funded provider accounts
+/// and one client, periods of `period_blocks` blocks (unbonding two periods), blocks every
+/// `block_time` seconds (`None`: only when a transaction or the test mines one). Returns it with
+/// the options it was made with (funding amounts, for the accounting).
+pub fn devnet_up(
+    dir: &std::path::Path,
+    providers: usize,
+    block_time: Option<u64>,
+    period_blocks: u64,
+) -> (Devnet, DevnetOptions) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut options = DevnetOptions { providers, clients: 1, block_time, ..DevnetOptions::default() };
+    options.params.period_blocks = period_blocks;
+    options.params.unbonding_blocks = 2 * period_blocks;
+    let devnet = rt.block_on(Devnet::up(dir, &options)).expect("devnet up");
+    (devnet, options)
+}
 
 /// The BigFile network of a devnet, read from the test thread.
 pub struct Chain {

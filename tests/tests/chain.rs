@@ -11,8 +11,8 @@ use std::time::Duration;
 use bigfile_chain::alloy::primitives::{Address, U256};
 use bigfile_chain::bindings::{ProviderRegistry, StorageMarket};
 use bigfile_chain::deploy::BIG_UNIT;
-use bigfile_chain::devnet::{BIGFILE_NETWORK, Devnet, DevnetOptions};
-use bigfile_tests::chain::Chain;
+use bigfile_chain::devnet::BIGFILE_NETWORK;
+use bigfile_tests::chain::{Chain, devnet_up};
 use bigfile_tests::{Cluster, wait_for};
 
 /// Blocks per period: 1-second blocks keep a period at 10 s.
@@ -22,13 +22,8 @@ const PROVIDERS: usize = 5;
 
 #[test]
 fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut options =
-        DevnetOptions { providers: PROVIDERS, clients: 1, block_time: Some(1), ..DevnetOptions::default() };
-    options.params.period_blocks = PERIOD_BLOCKS;
-    options.params.unbonding_blocks = 2 * PERIOD_BLOCKS;
-    let devnet = rt.block_on(Devnet::up(dir.path(), &options)).expect("devnet up");
+    let (devnet, options) = devnet_up(dir.path(), PROVIDERS, Some(1), PERIOD_BLOCKS);
     let file = devnet.file().clone();
     let network = file.network(BIGFILE_NETWORK).expect("network").clone();
     let contracts = network.contracts.expect("contracts");

@@ -16,9 +16,9 @@ use bigfile_chain::alloy::primitives::{B256, U256};
 use bigfile_chain::alloy::providers::ProviderBuilder;
 use bigfile_chain::bindings::{BIG, IStorageMarket, StorageMarket};
 use bigfile_chain::deploy::BIG_UNIT;
-use bigfile_chain::devnet::{BIGFILE_NETWORK, Devnet, DevnetOptions};
+use bigfile_chain::devnet::BIGFILE_NETWORK;
 use bigfile_storage::ObjectId;
-use bigfile_tests::chain::Chain;
+use bigfile_tests::chain::{Chain, devnet_up};
 use bigfile_tests::{Cluster, wait_for};
 use tokio_util::sync::CancellationToken;
 
@@ -42,13 +42,8 @@ fn rpc_ok(cluster: &Cluster, i: usize) -> Option<bool> {
 
 #[test]
 fn bad_deals_outages_and_restarts_lose_nothing() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut options =
-        DevnetOptions { providers: PROVIDERS, clients: 1, block_time: Some(1), ..DevnetOptions::default() };
-    options.params.period_blocks = PERIOD_BLOCKS;
-    options.params.unbonding_blocks = 2 * PERIOD_BLOCKS;
-    let mut devnet = rt.block_on(Devnet::up(dir.path(), &options)).expect("devnet up");
+    let (mut devnet, _) = devnet_up(dir.path(), PROVIDERS, Some(1), PERIOD_BLOCKS);
     let file = devnet.file().clone();
     let mut chain = Chain::connect(&file);
     let client = file.account("client-1").expect("client").address;
@@ -104,7 +99,7 @@ fn bad_deals_outages_and_restarts_lose_nothing() {
             B256::from(r)
         })
         .collect();
-    let bad = rt.block_on(async {
+    let bad = chain.rt.block_on(async {
         let signer = file.account("client-1").expect("client").signer().expect("key");
         let url = file.network(BIGFILE_NETWORK).expect("network").rpc_url.parse().expect("url");
         let wallet = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url);
@@ -140,13 +135,15 @@ fn bad_deals_outages_and_restarts_lose_nothing() {
         created.data.dealId.saturating_to::<u64>()
     });
     let create = |m: &bigfile_storage::Manifest| {
-        rt.block_on(async {
-            let terms = DealTerms { periods: PERIODS as u32, price_per_slot_period: BIG_UNIT };
-            let deals = DealClient::connect(&cfg, terms, &m.geometry, CancellationToken::new()).await?;
-            deals.create(m).await
-        })
-        .expect("deal created")
-        .deal_id
+        chain
+            .rt
+            .block_on(async {
+                let terms = DealTerms { periods: PERIODS as u32, price_per_slot_period: BIG_UNIT };
+                let deals = DealClient::connect(&cfg, terms, &m.geometry, CancellationToken::new()).await?;
+                deals.create(m).await
+            })
+            .expect("deal created")
+            .deal_id
     };
     let good = create(&manifest);
     wait_for(Duration::from_secs(60), "all three slots of the correct deal taken", || {

@@ -22,8 +22,8 @@ use bigfile_chain::alloy::rpc::types::TransactionRequest;
 use bigfile_chain::bindings::StorageMarket;
 use bigfile_chain::challenge::seed_block;
 use bigfile_chain::deploy::BIG_UNIT;
-use bigfile_chain::devnet::{BIGFILE_NETWORK, Devnet, DevnetOptions};
-use bigfile_tests::chain::Chain;
+use bigfile_chain::devnet::BIGFILE_NETWORK;
+use bigfile_tests::chain::{Chain, devnet_up};
 use bigfile_tests::{Cluster, http_get, wait_for};
 
 const PERIOD_BLOCKS: u64 = 10;
@@ -136,13 +136,8 @@ fn put(cluster: &Cluster, path: &std::path::Path, seed: u32) -> (u64, String) {
 
 #[test]
 fn reorged_deals_and_proofs_are_acted_on_from_the_new_chain_only() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut options =
-        DevnetOptions { providers: PROVIDERS, clients: 1, block_time: None, ..DevnetOptions::default() };
-    options.params.period_blocks = PERIOD_BLOCKS;
-    options.params.unbonding_blocks = 2 * PERIOD_BLOCKS;
-    let devnet = rt.block_on(Devnet::up(dir.path(), &options)).expect("devnet up");
+    let (devnet, options) = devnet_up(dir.path(), PROVIDERS, None, PERIOD_BLOCKS);
     let file = devnet.file().clone();
     let chain = Chain::connect(&file);
     let rpc_url = file.network(BIGFILE_NETWORK).expect("network").rpc_url.clone();
