@@ -1,5 +1,6 @@
 //! Compute jobs for the BigFile provider agent.
 //!
+//! - [`spec`]: the versioned job spec (render or infer), its inputs and limits;
 //! - [`scene`]: the render job's scene description and its strict validation;
 //! - [`render`]: a wgpu compute pipeline (WGSL) that path-traces a scene tile by tile into 8-bit
 //!   sRGB, deterministic for a seed up to float differences between devices;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod gpu;
 pub mod render;
 pub mod scene;
+pub mod spec;
 pub mod verify;
 
 pub use error::{RenderError, SpecError};
