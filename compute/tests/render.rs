@@ -241,3 +241,37 @@ fn another_adapter_matches_and_cheats_do_not() {
     reseeded.seed += 1;
     assert!(check(&render(&reseeded)).iter().all(|m| !*m), "every tile of another seed's render fails");
 }
+
+/// A render cancelled after a few tiles resumes from its saved tiles and ends with the same bytes
+/// as one that ran straight through; a store of another scene is not used.
+#[test]
+fn a_cancelled_render_resumes_from_its_saved_tiles() {
+    use bigfile_compute::render::DirTileStore;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut scene = room([0.5; 3], [0.5; 3], 0.0, 8);
+    scene.width = 48;
+    scene.height = 32;
+    let straight = render(&scene);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = DirTileStore::open(dir.path(), &scene).expect("store");
+    let cancel = AtomicBool::new(false);
+    let r = renderer();
+    let first = r.render_resumable(&scene, &store, &cancel, |done, _| {
+        if done == 2 {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    });
+    assert!(matches!(first, Err(bigfile_compute::RenderError::Cancelled { done: 2, total: 6 })), "{first:?}");
+    // A torn tile file (a crash mid-write) is rendered again.
+    std::fs::write(store.dir().join("tile-1.rgb"), b"torn").expect("tear");
+    cancel.store(false, Ordering::Relaxed);
+    let (image, counts) = r.render_resumable(&scene, &store, &cancel, |_, _| {}).expect("resumed");
+    assert_eq!((counts.reused, counts.rendered), (1, 5));
+    assert_eq!(image.rgb, straight.rgb);
+    assert_eq!(image.root, straight.root);
+
+    let mut other = scene.clone();
+    other.seed += 1;
+    let other_store = DirTileStore::open(dir.path(), &other).expect("store");
+    assert_ne!(other_store.dir(), store.dir(), "another scene, another folder");
+}

@@ -44,6 +44,37 @@ fn devices_render_and_verify_from_the_command_line() {
     assert!(report["root"].as_str().is_some_and(|r| r.len() == 66), "{report}");
     assert!(std::fs::read(&png).expect("png").starts_with(b"\x89PNG"));
 
+    // With a work folder, a second run takes every tile from it and gives the same commitment.
+    let work = dir.path().join("work");
+    let args = |png: &std::path::Path| {
+        [
+            "--json",
+            "compute",
+            "render",
+            scene.to_str().expect("path"),
+            "-o",
+            png.to_str().expect("path"),
+            "--work-dir",
+            work.to_str().expect("path"),
+        ]
+        .map(String::from)
+    };
+    let first: serde_json::Value = serde_json::from_slice(
+        &agent(&args(&dir.path().join("a.png")).each_ref().map(String::as_str)).stdout,
+    )
+    .expect("json");
+    let again: serde_json::Value = serde_json::from_slice(
+        &agent(&args(&dir.path().join("b.png")).each_ref().map(String::as_str)).stdout,
+    )
+    .expect("json");
+    assert_eq!(
+        (first["tiles_reused"].as_u64(), again["tiles_reused"].as_u64()),
+        (Some(0), Some(4)),
+        "{again}"
+    );
+    assert_eq!(first["root"], report["root"]);
+    assert_eq!(again["root"], report["root"]);
+
     let verify = agent(&[
         "compute",
         "verify",

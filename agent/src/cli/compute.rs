@@ -25,6 +25,9 @@ pub enum ComputeCmd {
         /// Adapter to use: part of `backend:name` from `devices`, or `gpu` / `cpu`; default the best.
         #[arg(long)]
         device: Option<String>,
+        /// Keep finished tiles here, so a killed render started again picks up where it stopped.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
     },
     /// Re-render randomly chosen tiles of a scene and compare them with a result PNG, under the
     /// render tolerance (exit code 1 on a mismatch).
@@ -89,6 +92,8 @@ struct RenderReport {
     height: u32,
     samples_per_pixel: u32,
     tiles: usize,
+    /// Tiles taken from `--work-dir` rather than rendered in this run.
+    tiles_reused: u32,
     root: String,
     secs: f64,
     megasamples_per_sec: f64,
@@ -97,7 +102,7 @@ struct RenderReport {
 /// Runs a `compute` subcommand.
 pub fn run(cmd: ComputeCmd, out: &Output) -> Result<ExitCode> {
     match cmd {
-        ComputeCmd::Render { scene, output, device } => {
+        ComputeCmd::Render { scene, output, device, work_dir } => {
             let scene = load_scene(&scene)?;
             let gpu = Gpu::open(device.as_deref())?;
             let device = gpu.info.id();
@@ -105,8 +110,16 @@ pub fn run(cmd: ComputeCmd, out: &Output) -> Result<ExitCode> {
             let bar = out.progress(u64::from(scene.tile_count()), "rendering");
             bar.set_style(indicatif::ProgressStyle::default_bar());
             let started = Instant::now();
-            let image = renderer
-                .render(&scene, &AtomicBool::new(false), |done, _| bar.set_position(u64::from(done)))?;
+            let cancel = AtomicBool::new(false);
+            let tick = |done: u32, _| bar.set_position(u64::from(done));
+            let (image, reused) = match &work_dir {
+                Some(dir) => {
+                    let store = bigfile_compute::render::DirTileStore::open(dir, &scene)?;
+                    let (image, counts) = renderer.render_resumable(&scene, &store, &cancel, tick)?;
+                    (image, counts.reused)
+                }
+                None => (renderer.render(&scene, &cancel, tick)?, 0),
+            };
             let secs = started.elapsed().as_secs_f64();
             bar.finish_and_clear();
             let png = image.png()?;
@@ -118,9 +131,14 @@ pub fn run(cmd: ComputeCmd, out: &Output) -> Result<ExitCode> {
                 height: image.height,
                 samples_per_pixel: scene.samples_per_pixel,
                 tiles: image.tiles.len(),
+                tiles_reused: reused,
                 root: format!("0x{}", hex::encode(image.root)),
                 secs,
-                megasamples_per_sec: scene.samples() as f64 / secs / 1e6,
+                // Only the tiles drawn in this run count.
+                megasamples_per_sec: scene.samples() as f64 * f64::from(scene.tile_count() - reused)
+                    / f64::from(scene.tile_count())
+                    / secs
+                    / 1e6,
             };
             out.print(&report, || {
                 format!(

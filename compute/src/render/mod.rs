@@ -7,6 +7,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod resume;
+pub use resume::{DirTileStore, Resumed, TileStore};
+
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
