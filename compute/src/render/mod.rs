@@ -5,7 +5,7 @@
 //! tiles or on how the samples were split into dispatches: that is what lets a verifier render a
 //! single tile and compare it with the provider's.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 mod resume;
 pub use resume::{DirTileStore, Resumed, TileStore};
@@ -16,7 +16,7 @@ use wgpu::util::DeviceExt;
 use crate::commit;
 use crate::error::RenderError;
 use crate::gpu::Gpu;
-use crate::scene::{Primitive, Scene, Tile};
+use crate::scene::{Primitive, Scene, Tile, cross, normalize, sub};
 
 /// Work one dispatch may take at most, in ray–primitive tests (samples × primitives × bounces ×
 /// 2 for the shadow rays). Short submissions keep a desktop GPU's watchdog quiet and cancellation
@@ -128,19 +128,6 @@ pub struct Renderer {
     gpu: Gpu,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
-}
-
-fn sub(a: [f32; 3], b: [f32; 3]) -> [f32; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-fn cross(a: [f32; 3], b: [f32; 3]) -> [f32; 3] {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
-}
-
-fn normalize(a: [f32; 3]) -> [f32; 3] {
-    let l = (a[0] * a[0] + a[1] * a[1] + a[2] * a[2]).sqrt();
-    [a[0] / l, a[1] / l, a[2] / l]
 }
 
 fn v4(a: [f32; 3], w: f32) -> [f32; 4] {
@@ -278,18 +265,29 @@ impl Renderer {
 
     /// Renders one tile: its row-major 8-bit sRGB bytes.
     pub fn render_tile(&self, scene: &Scene, tile: &Tile) -> Result<Vec<u8>, RenderError> {
+        self.draw_tile(scene, &self.upload(scene), tile)
+    }
+
+    /// The scene's primitives and materials on the device, shared by all its tiles.
+    fn upload(&self, scene: &Scene) -> SceneBuffers {
         let device = &self.gpu.device;
         let (prims, materials) = Self::gpu_scene(scene);
-        let prim_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("prims"),
-            contents: bytemuck::cast_slice(&prims),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
-        let material_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("materials"),
-            contents: bytemuck::cast_slice(&materials),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+        SceneBuffers {
+            prims: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("prims"),
+                contents: bytemuck::cast_slice(&prims),
+                usage: wgpu::BufferUsages::STORAGE,
+            }),
+            materials: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("materials"),
+                contents: bytemuck::cast_slice(&materials),
+                usage: wgpu::BufferUsages::STORAGE,
+            }),
+        }
+    }
+
+    fn draw_tile(&self, scene: &Scene, buffers: &SceneBuffers, tile: &Tile) -> Result<Vec<u8>, RenderError> {
+        let device = &self.gpu.device;
         let pixels = u64::from(tile.width) * u64::from(tile.height);
         let size = pixels * 16;
         let sums = device.create_buffer(&wgpu::BufferDescriptor {
@@ -315,8 +313,8 @@ impl Renderer {
             layout: &self.layout,
             entries: &[
                 wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: prim_buf.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: material_buf.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: buffers.prims.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 2, resource: buffers.materials.as_entire_binding() },
                 wgpu::BindGroupEntry { binding: 3, resource: sums.as_entire_binding() },
             ],
         });
@@ -369,20 +367,28 @@ impl Renderer {
         &self,
         scene: &Scene,
         cancel: &AtomicBool,
-        mut progress: impl FnMut(u32, u32),
+        progress: impl FnMut(u32, u32),
     ) -> Result<Image, RenderError> {
-        scene.validate("scene")?;
-        let total = scene.tile_count();
-        let mut tiles = Vec::with_capacity(total as usize);
-        for index in 0..total {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(RenderError::Cancelled { done: index, total });
-            }
-            let tile = scene.tile(index).ok_or_else(|| self.fail("tile out of range"))?;
-            tiles.push(self.render_tile(scene, &tile)?);
-            progress(index + 1, total);
-        }
-        Ok(assemble(scene, tiles))
+        self.render_resumable(scene, &NoTileStore, cancel, progress).map(|(image, _)| image)
+    }
+}
+
+/// A scene's primitive and material buffers on the device.
+struct SceneBuffers {
+    prims: wgpu::Buffer,
+    materials: wgpu::Buffer,
+}
+
+/// Keeps nothing: a render that starts from scratch and leaves no tiles behind.
+struct NoTileStore;
+
+impl TileStore for NoTileStore {
+    fn load(&self, _: u32) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn save(&self, _: u32, _: &[u8]) -> Result<(), String> {
+        Ok(())
     }
 }
 

@@ -86,6 +86,7 @@ impl Renderer {
         let total = scene.tile_count();
         let mut tiles = Vec::with_capacity(total as usize);
         let mut counts = Resumed { reused: 0, rendered: 0 };
+        let buffers = self.upload(scene);
         for index in 0..total {
             let tile = scene.tile(index).ok_or_else(|| self.fail("tile out of range"))?;
             let size = tile.width as usize * tile.height as usize * 3;
@@ -98,7 +99,7 @@ impl Renderer {
             if cancel.load(Ordering::Relaxed) {
                 return Err(RenderError::Cancelled { done: index, total });
             }
-            let bytes = self.render_tile(scene, &tile)?;
+            let bytes = self.draw_tile(scene, &buffers, &tile)?;
             store
                 .save(index, &bytes)
                 .map_err(|why| RenderError::Output { path: format!("tile {index}"), why })?;
