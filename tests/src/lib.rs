@@ -252,6 +252,12 @@ impl Provider {
         }
     }
 
+    /// The value of counter `name` (e.g. `bigfile_chain_proofs_accepted_total`) in its /metrics.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let (_, body) = http_get(self.api, "/metrics")?;
+        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// Whether its process is still running.
     pub fn alive(&mut self) -> bool {
         self.daemon.as_mut().is_some_and(|d| matches!(d.0.try_wait(), Ok(None)))

@@ -114,13 +114,8 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
     // The holders count their proofs in /metrics (once each receipt is in: wait, the chain's
     // event can be seen before the agent's sender has polled its receipt).
     let holder1 = providers.iter().position(|p| *p == holders[1]).expect("holder");
-    let api = cluster.providers[holder1].api;
     wait_for(Duration::from_secs(30), "two accepted proofs counted in /metrics", || {
-        let (_, metrics) = bigfile_tests::http_get(api, "/metrics")?;
-        let accepted = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("bigfile_chain_proofs_accepted_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())?;
+        let accepted = cluster.providers[holder1].metric("bigfile_chain_proofs_accepted_total")?;
         (accepted >= 2).then_some(())
     });
 

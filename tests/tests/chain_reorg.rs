@@ -24,7 +24,7 @@ use bigfile_chain::challenge::seed_block;
 use bigfile_chain::deploy::BIG_UNIT;
 use bigfile_chain::devnet::BIGFILE_NETWORK;
 use bigfile_tests::chain::{Chain, devnet_up};
-use bigfile_tests::{Cluster, http_get, wait_for};
+use bigfile_tests::{Cluster, wait_for};
 
 const PERIOD_BLOCKS: u64 = 10;
 const PERIODS: u64 = 4;
@@ -107,11 +107,7 @@ fn rewinds(cluster: &Cluster, i: usize) -> u64 {
 }
 
 fn metric(cluster: &Cluster, i: usize, name: &str) -> u64 {
-    http_get(cluster.providers[i].api, "/metrics")
-        .and_then(|(_, m)| {
-            m.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.trim().parse().ok()))
-        })
-        .unwrap_or(0)
+    cluster.providers[i].metric(name).unwrap_or(0)
 }
 
 fn put(cluster: &Cluster, path: &std::path::Path, seed: u32) -> (u64, String) {

@@ -2,10 +2,30 @@
 //! `devices`, `compute render` of the shipped example scene, and `compute verify` telling the
 //! honest result from another seed's.
 
+use std::path::Path;
+
 use bigfile_tests::agent_bin;
 
 fn agent(args: &[&str]) -> std::process::Output {
     std::process::Command::new(agent_bin()).args(args).output().expect("run bigfile-agent")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// `--json compute render SCENE -o PNG [extra...]`.
+fn render(scene: &Path, png: &Path, extra: &[&str]) -> std::process::Output {
+    agent(&[&["--json", "compute", "render", path(scene), "-o", path(png)], extra].concat())
+}
+
+/// `compute verify SCENE PNG --tiles N`.
+fn verify(scene: &Path, png: &Path, tiles: &str) -> std::process::Output {
+    agent(&["compute", "verify", path(scene), path(png), "--tiles", tiles])
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 fn example() -> std::path::PathBuf {
@@ -16,7 +36,7 @@ fn example() -> std::path::PathBuf {
 fn devices_render_and_verify_from_the_command_line() {
     let devices = agent(&["devices", "--json"]);
     assert!(devices.status.success(), "{}", String::from_utf8_lossy(&devices.stderr));
-    let list: serde_json::Value = serde_json::from_slice(&devices.stdout).expect("json");
+    let list = json(&devices);
     let first = &list.as_array().expect("array")[0];
     assert!(first["name"].as_str().is_some_and(|n| !n.is_empty()), "{list}");
     assert!(first["backend"].is_string() && first["max_storage_buffer_binding_size"].as_u64() > Some(0));
@@ -30,43 +50,17 @@ fn devices_render_and_verify_from_the_command_line() {
     )
     .expect("write scene");
     let png = dir.path().join("out.png");
-    let render = agent(&[
-        "--json",
-        "compute",
-        "render",
-        scene.to_str().expect("path"),
-        "-o",
-        png.to_str().expect("path"),
-    ]);
-    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&render.stdout).expect("json");
+    let rendered = render(&scene, &png, &[]);
+    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    let report = json(&rendered);
     assert_eq!((report["width"].as_u64(), report["tiles"].as_u64()), (Some(64), Some(4)), "{report}");
     assert!(report["root"].as_str().is_some_and(|r| r.len() == 66), "{report}");
     assert!(std::fs::read(&png).expect("png").starts_with(b"\x89PNG"));
 
     // With a work folder, a second run takes every tile from it and gives the same commitment.
     let work = dir.path().join("work");
-    let args = |png: &std::path::Path| {
-        [
-            "--json",
-            "compute",
-            "render",
-            scene.to_str().expect("path"),
-            "-o",
-            png.to_str().expect("path"),
-            "--work-dir",
-            work.to_str().expect("path"),
-        ]
-        .map(String::from)
-    };
-    let first: serde_json::Value = serde_json::from_slice(
-        &agent(&args(&dir.path().join("a.png")).each_ref().map(String::as_str)).stdout,
-    )
-    .expect("json");
-    let again: serde_json::Value = serde_json::from_slice(
-        &agent(&args(&dir.path().join("b.png")).each_ref().map(String::as_str)).stdout,
-    )
-    .expect("json");
+    let first = json(&render(&scene, &dir.path().join("a.png"), &["--work-dir", path(&work)]));
+    let again = json(&render(&scene, &dir.path().join("b.png"), &["--work-dir", path(&work)]));
     assert_eq!(
         (first["tiles_reused"].as_u64(), again["tiles_reused"].as_u64()),
         (Some(0), Some(4)),
@@ -75,35 +69,17 @@ fn devices_render_and_verify_from_the_command_line() {
     assert_eq!(first["root"], report["root"]);
     assert_eq!(again["root"], report["root"]);
 
-    let verify = agent(&[
-        "compute",
-        "verify",
-        scene.to_str().expect("path"),
-        png.to_str().expect("path"),
-        "--tiles",
-        "4",
-    ]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
-    assert!(String::from_utf8_lossy(&verify.stdout).contains(": match (4 tiles"));
+    let honest = verify(&scene, &png, "4");
+    assert!(honest.status.success(), "{}", String::from_utf8_lossy(&honest.stdout));
+    assert!(String::from_utf8_lossy(&honest.stdout).contains(": match (4 tiles"));
 
     // A result rendered with another seed does not pass for this scene.
     let other = dir.path().join("other.json");
     let text = std::fs::read_to_string(&scene).expect("scene");
     std::fs::write(&other, text.replace("\"seed\": 7", "\"seed\": 8")).expect("write");
     let other_png = dir.path().join("other.png");
-    assert!(
-        agent(&["compute", "render", other.to_str().expect("path"), "-o", other_png.to_str().expect("path")])
-            .status
-            .success()
-    );
-    let cheat = agent(&[
-        "compute",
-        "verify",
-        scene.to_str().expect("path"),
-        other_png.to_str().expect("path"),
-        "--tiles",
-        "2",
-    ]);
+    assert!(render(&other, &other_png, &[]).status.success());
+    let cheat = verify(&scene, &other_png, "2");
     assert!(!cheat.status.success());
     assert!(String::from_utf8_lossy(&cheat.stdout).contains("MISMATCH"));
 
@@ -111,8 +87,7 @@ fn devices_render_and_verify_from_the_command_line() {
     std::fs::write(&other, text.replace("\"samples_per_pixel\": 64", "\"samples_per_pixel\": 0"))
         .expect("write");
     let bad_png = dir.path().join("bad.png");
-    let bad =
-        agent(&["compute", "render", other.to_str().expect("path"), "-o", bad_png.to_str().expect("path")]);
+    let bad = render(&other, &bad_png, &[]);
     assert!(!bad.status.success());
     let why = String::from_utf8_lossy(&bad.stderr);
     assert!(why.contains("other.json.samples_per_pixel: must be 1..="), "{why}");
@@ -121,7 +96,7 @@ fn devices_render_and_verify_from_the_command_line() {
     // The benchmark measures every adapter; GPU ÷ CPU only where there is a GPU.
     let bench = agent(&["--json", "bench", "compute", "--seconds", "0.2"]);
     assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
-    let b: serde_json::Value = serde_json::from_slice(&bench.stdout).expect("json");
+    let b = json(&bench);
     let rates = b["devices"].as_array().expect("devices");
     assert_eq!(rates.len(), list.as_array().expect("array").len(), "{b}");
     assert!(rates.iter().all(|d| d["megasamples_per_sec"].as_f64().is_some_and(|r| r > 0.0)), "{b}");

@@ -378,11 +378,16 @@ impl Task {
         }
     }
 
+    /// The account's nonce counting the node's pending pool.
+    async fn pending_nonce(&self) -> Result<u64, RpcFailure> {
+        self.link.rpc(self.link.provider.get_transaction_count(self.link.address).pending()).await
+    }
+
     /// With nothing of ours in flight the node's pending nonce is the whole truth: it is lower
     /// than ours after a reorg dropped a transaction that had been mined (signing past it would
     /// queue the new one behind a gap for ever), higher after another user of the key sent one.
     async fn realign_idle_nonce(&mut self) {
-        match self.link.rpc(self.link.provider.get_transaction_count(self.link.address).pending()).await {
+        match self.pending_nonce().await {
             Ok(pending) if pending != self.next_nonce => {
                 tracing::warn!(
                     ours = self.next_nonce,
@@ -402,8 +407,7 @@ impl Task {
     /// After the node said `tried` is taken: moves the next nonce past it and past what the node
     /// counts as pending, never backwards (lower nonces may be ours, in flight).
     async fn resync_nonce(&mut self, tried: u64) -> Result<(), RpcFailure> {
-        let pending =
-            self.link.rpc(self.link.provider.get_transaction_count(self.link.address).pending()).await?;
+        let pending = self.pending_nonce().await?;
         self.next_nonce = self.next_nonce.max(pending).max(tried + 1);
         Ok(())
     }
