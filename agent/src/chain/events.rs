@@ -24,6 +24,9 @@ pub struct DealHandler {
     hints: Arc<RepairHints>,
     /// The last confirmed block handled, for the steward to wake on.
     confirmed: watch::Sender<u64>,
+    /// The first block of the last reorganisation rewound: the steward forgets the proofs it saw
+    /// accepted from there on and proves those periods again if they are gone.
+    voided: watch::Sender<u64>,
 }
 
 impl DealHandler {
@@ -33,8 +36,9 @@ impl DealHandler {
         link: ChainLink,
         hints: Arc<RepairHints>,
         confirmed: watch::Sender<u64>,
+        voided: watch::Sender<u64>,
     ) -> Self {
-        Self { book, link, hints, confirmed }
+        Self { book, link, hints, confirmed, voided }
     }
 
     fn me(&self) -> Address {
@@ -121,6 +125,7 @@ impl Handler for DealHandler {
             abandoned = rewind.abandoned.number,
             "chain reorganised: re-reading deals from the new chain"
         );
+        let _ = self.voided.send(rewind.void_from);
         let market = self.link.market();
         let me = self.me();
         for entry in self.book.all().map_err(fail)? {

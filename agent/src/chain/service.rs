@@ -153,7 +153,8 @@ pub async fn run(
     let cursor = SledCursor::open(&store)?;
     cursor.bind_scope(&book, cfg.chain_id, link.market)?;
     let (confirmed_tx, _confirmed_rx) = watch::channel(0);
-    let handler = DealHandler::new(book.clone(), link.clone(), hints, confirmed_tx);
+    let (voided_tx, voided_rx) = watch::channel(0);
+    let handler = DealHandler::new(book.clone(), link.clone(), hints, confirmed_tx, voided_tx);
     let mut config = WatcherConfig::new(vec![link.market], cfg.start_block);
     config.confirmations = cfg.confirmations;
     config.poll_interval = Duration::from_millis(cfg.poll_interval_ms);
@@ -174,7 +175,7 @@ pub async fn run(
             }
         }
     };
-    let steward = Steward::new(link, book, store, cfg, counters);
+    let steward = Steward::new(link, book, store, cfg, counters, voided_rx);
     let (result, ()) = tokio::join!(steward.run(cancel.clone()), forward);
     let _ = watcher.shutdown().await;
     result

@@ -52,6 +52,8 @@ pub struct Steward {
     finished: HashSet<u64>,
     rpc_down: bool,
     counters: Arc<ChainCounters>,
+    /// From the event handler: the first block a reorganisation voided.
+    voided: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Steward {
@@ -62,6 +64,7 @@ impl Steward {
         store: Arc<Store>,
         cfg: ChainConfig,
         counters: Arc<ChainCounters>,
+        voided: tokio::sync::watch::Receiver<u64>,
     ) -> Self {
         Self {
             link,
@@ -74,6 +77,7 @@ impl Steward {
             finished: HashSet::new(),
             rpc_down: false,
             counters,
+            voided,
         }
     }
 
@@ -108,6 +112,12 @@ impl Steward {
 
     /// One pass over the book at chain head `head`.
     pub async fn step(&mut self, head: u64) -> Result<()> {
+        // A reorg deeper than the confirmations may have taken proofs already trusted: ask the
+        // chain again about every one accepted in the voided blocks, as if just accepted now.
+        if self.voided.has_changed().unwrap_or(false) {
+            let from = *self.voided.borrow_and_update();
+            self.proven.values_mut().filter(|at| **at >= from).for_each(|at| *at = head);
+        }
         let deals = self.book.all()?;
         let mut ready = Vec::new();
         for deal in &deals {
