@@ -52,3 +52,51 @@ pub enum RenderError {
         why: String,
     },
 }
+
+/// Inference failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// The model file does not fit the architecture (names the tensor and what is wrong).
+    #[error("model {what}: {why}")]
+    Model {
+        /// Which model (a file name or object id).
+        what: String,
+        /// What does not fit.
+        why: String,
+    },
+    /// The input is not an image this model takes.
+    #[error("input {what}: {why}")]
+    Input {
+        /// Which input (a file name or object id).
+        what: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// No such inference device, or it could not be opened.
+    #[error("device: {0}")]
+    Device(String),
+    /// The tensor library failed on a device.
+    #[error("on {device}: {why}")]
+    Run {
+        /// The device's name.
+        device: String,
+        /// What failed.
+        why: String,
+    },
+    /// The job was cancelled at a tile boundary.
+    #[error("cancelled after {done} of {total} tiles")]
+    Cancelled {
+        /// Tiles finished.
+        done: u32,
+        /// Tiles in the output.
+        total: u32,
+    },
+    /// Writing the output failed.
+    #[error("writing {path}: {why}")]
+    Output {
+        /// The output path.
+        path: String,
+        /// What failed.
+        why: String,
+    },
+}

@@ -161,6 +161,48 @@ pub struct Tile {
     pub height: u32,
 }
 
+/// An image of `width` x `height` cut into square tiles of `tile_size` (smaller at the right and
+/// bottom edges), numbered row-major. Renders and inference outputs are committed tile by tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileGrid {
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+    /// Side of a full tile.
+    pub tile_size: u32,
+}
+
+impl TileGrid {
+    /// Tiles across and down.
+    pub fn across_down(&self) -> (u32, u32) {
+        (self.width.div_ceil(self.tile_size), self.height.div_ceil(self.tile_size))
+    }
+
+    /// Number of tiles.
+    pub fn count(&self) -> u32 {
+        let (x, y) = self.across_down();
+        x * y
+    }
+
+    /// Tile `index` (row-major), or `None` past the last.
+    pub fn tile(&self, index: u32) -> Option<Tile> {
+        let (across, down) = self.across_down();
+        if index >= across * down {
+            return None;
+        }
+        let (tx, ty) = (index % across, index / across);
+        let (x, y) = (tx * self.tile_size, ty * self.tile_size);
+        Some(Tile {
+            index,
+            x,
+            y,
+            width: self.tile_size.min(self.width - x),
+            height: self.tile_size.min(self.height - y),
+        })
+    }
+}
+
 fn finite(v: &[f32]) -> bool {
     v.iter().all(|x| x.is_finite())
 }
@@ -300,32 +342,24 @@ impl Scene {
         self.materials.iter().position(|m| m.name == name)
     }
 
+    /// The grid of tiles the image is cut into.
+    pub fn grid(&self) -> TileGrid {
+        TileGrid { width: self.width, height: self.height, tile_size: self.tile_size }
+    }
+
     /// Tiles across and down.
     pub fn tile_grid(&self) -> (u32, u32) {
-        (self.width.div_ceil(self.tile_size), self.height.div_ceil(self.tile_size))
+        self.grid().across_down()
     }
 
     /// Number of tiles.
     pub fn tile_count(&self) -> u32 {
-        let (x, y) = self.tile_grid();
-        x * y
+        self.grid().count()
     }
 
     /// Tile `index` (row-major), or `None` past the last.
     pub fn tile(&self, index: u32) -> Option<Tile> {
-        let (across, down) = self.tile_grid();
-        if index >= across * down {
-            return None;
-        }
-        let (tx, ty) = (index % across, index / across);
-        let (x, y) = (tx * self.tile_size, ty * self.tile_size);
-        Some(Tile {
-            index,
-            x,
-            y,
-            width: self.tile_size.min(self.width - x),
-            height: self.tile_size.min(self.height - y),
-        })
+        self.grid().tile(index)
     }
 
     /// Primary-ray samples the whole image takes (pixels × samples per pixel).

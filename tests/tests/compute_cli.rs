@@ -1,6 +1,7 @@
-//! The operator's compute commands on this machine's real adapters (lavapipe in CI):
-//! `devices`, `compute render` of the shipped example scene, and `compute verify` telling the
-//! honest result from another seed's.
+//! The operator's compute commands on this machine's real adapters (lavapipe in CI) and candle's
+//! CPU: `devices`, `compute render` of the shipped example scene, `compute verify` telling the
+//! honest result from another seed's, `compute infer` with the shipped model and `compute
+//! verify-infer` telling its output from a bicubic one.
 
 use std::path::Path;
 
@@ -36,7 +37,9 @@ fn example() -> std::path::PathBuf {
 fn devices_render_and_verify_from_the_command_line() {
     let devices = agent(&["devices", "--json"]);
     assert!(devices.status.success(), "{}", String::from_utf8_lossy(&devices.stderr));
-    let list = json(&devices);
+    let all = json(&devices);
+    assert_eq!(all["infer"][0], "cpu", "{all}");
+    let list = all["wgpu"].clone();
     let first = &list.as_array().expect("array")[0];
     assert!(first["name"].as_str().is_some_and(|n| !n.is_empty()), "{list}");
     assert!(first["backend"].is_string() && first["max_storage_buffer_binding_size"].as_u64() > Some(0));
@@ -102,4 +105,98 @@ fn devices_render_and_verify_from_the_command_line() {
     assert!(rates.iter().all(|d| d["megasamples_per_sec"].as_f64().is_some_and(|r| r > 0.0)), "{b}");
     let has_gpu = rates.iter().any(|d| d["device_type"].as_str().is_some_and(|t| t.ends_with("_gpu")));
     assert_eq!(b.get("render_gpu_vs_cpu").is_some(), has_gpu, "{b}");
+    assert!(b["infer_cpu_images_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{b}");
+    let cuda = all["infer"].as_array().expect("infer").len() > 1;
+    assert_eq!(b.get("infer_gpu_vs_cpu").is_some(), cuda, "{b}");
+}
+
+fn model() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/espcn-x2.safetensors")
+}
+
+#[test]
+fn infer_and_verify_infer_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The input: a small render of the example scene.
+    let scene_text = std::fs::read_to_string(example()).expect("example scene");
+    let scene = dir.path().join("scene.json");
+    std::fs::write(
+        &scene,
+        scene_text.replace("\"width\": 128", "\"width\": 48").replace("\"height\": 128", "\"height\": 40"),
+    )
+    .expect("write scene");
+    let input = dir.path().join("in.png");
+    assert!(render(&scene, &input, &[]).status.success());
+
+    let output = dir.path().join("out.png");
+    let run = agent(&[
+        "--json",
+        "compute",
+        "infer",
+        "--model",
+        path(&model()),
+        "--input",
+        path(&input),
+        "-o",
+        path(&output),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report = json(&run);
+    assert_eq!((report["width"].as_u64(), report["height"].as_u64()), (Some(96), Some(80)), "{report}");
+    assert_eq!(report["tiles"].as_u64(), Some(4), "{report}");
+    assert_eq!(report["device"], "cpu");
+
+    let verify_infer = |result: &Path| {
+        agent(&[
+            "compute",
+            "verify-infer",
+            path(result),
+            "--model",
+            path(&model()),
+            "--input",
+            path(&input),
+            "--tiles",
+            "9",
+        ])
+    };
+    let honest = verify_infer(&output);
+    assert!(honest.status.success(), "{}", String::from_utf8_lossy(&honest.stdout));
+    assert!(String::from_utf8_lossy(&honest.stdout).contains(": match (4 tiles re-run on cpu)"));
+
+    // The same size rendered directly (not upscaled) is not the model's output.
+    let big = dir.path().join("big.json");
+    std::fs::write(
+        &big,
+        scene_text.replace("\"width\": 128", "\"width\": 96").replace("\"height\": 128", "\"height\": 80"),
+    )
+    .expect("write scene");
+    let direct = dir.path().join("direct.png");
+    assert!(render(&big, &direct, &[]).status.success());
+    let cheat = verify_infer(&direct);
+    assert!(!cheat.status.success());
+    assert!(String::from_utf8_lossy(&cheat.stdout).contains("MISMATCH"));
+
+    // A model file that is not the architecture is refused by name; nothing is written.
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"\x08\0\0\0\0\0\0\0{}      ").expect("write");
+    let none = dir.path().join("none.png");
+    let bad =
+        agent(&["compute", "infer", "--model", path(&junk), "--input", path(&input), "-o", path(&none)]);
+    assert!(!bad.status.success());
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(why.contains("junk.safetensors") && why.contains("conv1.weight is missing"), "{why}");
+    assert!(!none.exists());
+    let bad = agent(&[
+        "compute",
+        "infer",
+        "--model",
+        path(&model()),
+        "--input",
+        path(&input),
+        "-o",
+        path(&none),
+        "--device",
+        "tpu",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"tpu\" is not an inference device"));
 }

@@ -66,7 +66,22 @@ pub fn run(config: &Path, cmd: BenchCmd, out: &Output) -> Result<ExitCode> {
                 }
                 match r.render_gpu_vs_cpu {
                     Some(x) => s += &format!("\n  render GPU / CPU: {x:.1}x"),
-                    None => s += "\n  no GPU adapter: GPU / CPU not measured",
+                    None => s += "\n  no GPU adapter: render GPU / CPU not measured",
+                }
+                s += &format!(
+                    "\ninference (shipped x2 super-resolution, {0}x{0} -> {1}x{1})",
+                    r.infer_input_side,
+                    2 * r.infer_input_side
+                );
+                for d in &r.infer_devices {
+                    s += &format!(
+                        "\n  {:<48} {:>9.2} images/s   ({:.2} output Mpixel/s, {} images in {:.2} s)",
+                        d.device, d.images_per_sec, d.output_megapixels_per_sec, d.images, d.secs
+                    );
+                }
+                match r.infer_gpu_vs_cpu {
+                    Some(x) => s += &format!("\n  inference GPU / CPU: {x:.1}x"),
+                    None => s += "\n  no CUDA device (build with --features cuda): inference GPU / CPU not measured",
                 }
                 s
             });

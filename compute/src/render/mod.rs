@@ -16,7 +16,7 @@ use wgpu::util::DeviceExt;
 use crate::commit;
 use crate::error::RenderError;
 use crate::gpu::Gpu;
-use crate::scene::{Primitive, Scene, Tile, cross, normalize, sub};
+use crate::scene::{Primitive, Scene, Tile, TileGrid, cross, normalize, sub};
 
 /// Work one dispatch may take at most, in ray–primitive tests (samples × primitives × bounces ×
 /// 2 for the shadow rays). Short submissions keep a desktop GPU's watchdog quiet and cancellation
@@ -379,8 +379,8 @@ struct SceneBuffers {
     materials: wgpu::Buffer,
 }
 
-/// Keeps nothing: a render that starts from scratch and leaves no tiles behind.
-struct NoTileStore;
+/// Keeps nothing: a run that starts from scratch and leaves no tiles behind.
+pub struct NoTileStore;
 
 impl TileStore for NoTileStore {
     fn load(&self, _: u32) -> Option<Vec<u8>> {
@@ -394,11 +394,17 @@ impl TileStore for NoTileStore {
 
 /// Puts tiles (in order) together into an image with its commitment.
 pub fn assemble(scene: &Scene, tiles: Vec<Vec<u8>>) -> Image {
-    let (w, h) = (scene.width as usize, scene.height as usize);
+    assemble_grid(&scene.grid(), tiles)
+}
+
+/// Puts the tiles of `grid` (in order, row-major RGB each) together into an image with its
+/// commitment.
+pub fn assemble_grid(grid: &TileGrid, tiles: Vec<Vec<u8>>) -> Image {
+    let (w, h) = (grid.width as usize, grid.height as usize);
     let mut rgb = vec![0u8; w * h * 3];
     let mut digests = Vec::with_capacity(tiles.len());
     for (index, bytes) in tiles.iter().enumerate() {
-        let Some(tile) = scene.tile(index as u32) else { break };
+        let Some(tile) = grid.tile(index as u32) else { break };
         digests.push(commit::tile_digest(&tile, bytes));
         let row = tile.width as usize * 3;
         for (r, line) in bytes.chunks_exact(row).enumerate() {
@@ -407,5 +413,5 @@ pub fn assemble(scene: &Scene, tiles: Vec<Vec<u8>>) -> Image {
         }
     }
     let root = commit::root(&digests);
-    Image { width: scene.width, height: scene.height, rgb, tiles, digests, root }
+    Image { width: grid.width, height: grid.height, rgb, tiles, digests, root }
 }
