@@ -27,5 +27,12 @@ alloy::sol!(
     "abi/StorageMarket.json"
 );
 
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    ComputeMarket,
+    "abi/ComputeMarket.json"
+);
+
 /// The contracts whose artifacts are committed, by the name forge gives them.
-pub const CONTRACTS: [&str; 3] = ["BIG", "ProviderRegistry", "StorageMarket"];
+pub const CONTRACTS: [&str; 4] = ["BIG", "ProviderRegistry", "StorageMarket", "ComputeMarket"];

@@ -1,12 +1,12 @@
 //! Deploying the BigFile contracts from Rust (what `devnet up` does), in the order and with the
-//! wiring `chain/contracts/README.md` gives: BIG, ProviderRegistry, StorageMarket, then the
-//! registry authorises the market.
+//! wiring `chain/contracts/README.md` gives: BIG, ProviderRegistry, StorageMarket and
+//! ComputeMarket, then the registry authorises both markets.
 
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use serde::{Deserialize, Serialize};
 
-use crate::bindings::{BIG, ProviderRegistry, StorageMarket};
+use crate::bindings::{BIG, ComputeMarket, IComputeMarket, ProviderRegistry, StorageMarket};
 
 /// One BIG in its smallest unit (18 decimals).
 pub const BIG_UNIT: u128 = 1_000_000_000_000_000_000;
@@ -24,6 +24,37 @@ pub struct DeployParams {
     pub period_blocks: u64,
     /// Share of the slashable stake taken for a missed period, in basis points.
     pub slash_bps: u64,
+    /// The compute market's parameters.
+    pub compute: ComputeParams,
+}
+
+/// The compute market's constructor parameters.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ComputeParams {
+    /// Verifiers drawn per result (1..=16).
+    pub verifiers_per_job: u16,
+    /// Tiles each verifier re-executes (1..=16).
+    pub tiles_per_verifier: u16,
+    /// Blocks the drawn verifiers have to vote (2..=200).
+    pub vote_window_blocks: u32,
+    /// Share of the provider's slashable stake taken for a failed or missed job, basis points.
+    pub slash_bps: u16,
+    /// Share of the escrow paid to the verifiers who vote, basis points (at most 5000).
+    pub verifier_fee_bps: u16,
+}
+
+impl Default for ComputeParams {
+    /// The devnet's values: 2 verifiers of 2 tiles each (a devnet has few providers and one of
+    /// them runs the job), 20 blocks to vote, 10 % slash, 10 % of the payment to the verifiers.
+    fn default() -> Self {
+        Self {
+            verifiers_per_job: 2,
+            tiles_per_verifier: 2,
+            vote_window_blocks: 20,
+            slash_bps: 1_000,
+            verifier_fee_bps: 1_000,
+        }
+    }
 }
 
 impl Default for DeployParams {
@@ -35,6 +66,7 @@ impl Default for DeployParams {
             unbonding_blocks: 40,
             period_blocks: 20,
             slash_bps: 1_000,
+            compute: ComputeParams::default(),
         }
     }
 }
@@ -52,6 +84,30 @@ impl DeployParams {
         if self.min_stake.is_zero() {
             return Err("min_stake must be positive".into());
         }
+        let c = &self.compute;
+        if !(1..=16).contains(&c.verifiers_per_job) {
+            return Err(format!(
+                "compute.verifiers_per_job {} must be between 1 and 16",
+                c.verifiers_per_job
+            ));
+        }
+        if !(1..=16).contains(&c.tiles_per_verifier) {
+            return Err(format!(
+                "compute.tiles_per_verifier {} must be between 1 and 16",
+                c.tiles_per_verifier
+            ));
+        }
+        if !(2..=200).contains(&c.vote_window_blocks) {
+            return Err(format!(
+                "compute.vote_window_blocks {} must be between 2 and 200",
+                c.vote_window_blocks
+            ));
+        }
+        if c.slash_bps > 10_000 || c.verifier_fee_bps > 5_000 {
+            return Err(
+                "compute.slash_bps must be at most 10000 and compute.verifier_fee_bps at most 5000".into()
+            );
+        }
         Ok(())
     }
 }
@@ -65,6 +121,8 @@ pub struct Deployment {
     pub registry: Address,
     /// The storage market.
     pub storage_market: Address,
+    /// The compute market.
+    pub compute_market: Address,
     /// The block of the first deployment transaction: watchers start here.
     pub deploy_block: u64,
 }
@@ -109,24 +167,42 @@ pub async fn deploy<P: Provider>(
     )
     .await
     .map_err(step("StorageMarket"))?;
-    let receipt = registry
-        .setMarket(*market.address(), true)
-        .send()
-        .await
-        .map_err(step("authorising the market"))?
-        .get_receipt()
-        .await
-        .map_err(step("authorising the market (receipt)"))?;
-    if !receipt.status() {
-        return Err(DeployError {
-            step: "authorising the market",
-            source: "the transaction reverted".into(),
-        });
+    let c = &params.compute;
+    let compute = ComputeMarket::deploy(
+        provider,
+        *token.address(),
+        *registry.address(),
+        IComputeMarket::Params {
+            verifiersPerJob: c.verifiers_per_job,
+            tilesPerVerifier: c.tiles_per_verifier,
+            voteWindowBlocks: c.vote_window_blocks,
+            slashBps: c.slash_bps,
+            verifierFeeBps: c.verifier_fee_bps,
+        },
+    )
+    .await
+    .map_err(step("ComputeMarket"))?;
+    for (address, what) in [
+        (*market.address(), "authorising the storage market"),
+        (*compute.address(), "authorising the compute market"),
+    ] {
+        let receipt = registry
+            .setMarket(address, true)
+            .send()
+            .await
+            .map_err(step(what))?
+            .get_receipt()
+            .await
+            .map_err(step(what))?;
+        if !receipt.status() {
+            return Err(DeployError { step: what, source: "the transaction reverted".into() });
+        }
     }
     Ok(Deployment {
         token: *token.address(),
         registry: *registry.address(),
         storage_market: *market.address(),
+        compute_market: *compute.address(),
         deploy_block: deploy_block + 1,
     })
 }

@@ -76,8 +76,8 @@ pub fn run(cmd: DevnetCmd, out: &Output) -> Result<ExitCode> {
                     text += &format!("  network {} ({}): chain id {}, {}\n", n.network_id, n.name, n.chain_id, n.rpc_url);
                     if let Some(c) = n.contracts {
                         text += &format!(
-                            "    BIG {}\n    ProviderRegistry {}\n    StorageMarket {} (from block {})\n",
-                            c.token, c.registry, c.storage_market, c.deploy_block
+                            "    BIG {}\n    ProviderRegistry {}\n    StorageMarket {}\n    ComputeMarket {} (from block {})\n",
+                            c.token, c.registry, c.storage_market, c.compute_market, c.deploy_block
                         );
                     }
                 }

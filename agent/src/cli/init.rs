@@ -138,6 +138,7 @@ fn devnet_chain(file: &Path, account: &str) -> Result<(Option<ChainInit>, Option
         rpc_url: network.rpc_url.clone(),
         chain_id: network.chain_id,
         storage_market: contracts.storage_market.to_checksum(None),
+        compute_market: contracts.compute_market.to_checksum(None),
         start_block: contracts.deploy_block,
     };
     Ok((Some(chain), Some(key)))

@@ -17,6 +17,9 @@ pub struct ChainConfig {
     pub chain_id: u64,
     /// The StorageMarket contract; the registry and the BIG token are read from it.
     pub storage_market: String,
+    /// The ComputeMarket contract (same registry and token); empty: this node takes no compute
+    /// jobs and verifies none.
+    pub compute_market: String,
     /// The block the contracts were deployed in: the event watcher starts there.
     pub start_block: u64,
     /// Blocks a block must be buried under before its events are acted on.
@@ -62,6 +65,7 @@ impl Default for ChainConfig {
             rpc_url: "http://127.0.0.1:8545".into(),
             chain_id: 0,
             storage_market: String::new(),
+            compute_market: String::new(),
             start_block: 0,
             confirmations: 2,
             poll_interval_ms: 1000,
@@ -80,6 +84,11 @@ impl ChainConfig {
     /// The market's address (valid after `validate` when enabled).
     pub fn market_address(&self) -> Option<bigfile_chain::alloy::primitives::Address> {
         self.storage_market.parse().ok()
+    }
+
+    /// The compute market's address, when one is configured (valid after `validate`).
+    pub fn compute_market_address(&self) -> Option<bigfile_chain::alloy::primitives::Address> {
+        self.compute_market.parse().ok()
     }
 
     /// Appends every problem with `[chain]` to `problems`.
@@ -103,6 +112,15 @@ impl ChainConfig {
             bad(
                 "storage_market",
                 format!("`{}` is not a 0x-prefixed 20-byte contract address", self.storage_market),
+            );
+        }
+        if !self.compute_market.is_empty() && self.compute_market_address().is_none() {
+            bad(
+                "compute_market",
+                format!(
+                    "`{}` is not a 0x-prefixed 20-byte contract address (or empty for none)",
+                    self.compute_market
+                ),
             );
         }
         if self.confirmations > 64 {

@@ -29,6 +29,8 @@ pub struct ChainInit {
     pub chain_id: u64,
     /// The StorageMarket contract's address.
     pub storage_market: String,
+    /// The ComputeMarket contract's address.
+    pub compute_market: String,
     /// The contracts' deployment block.
     pub start_block: u64,
 }
@@ -51,14 +53,15 @@ pub fn render_default(v: &InitValues<'_>) -> String {
     let d = super::ChainConfig::default();
     let chain = match &v.chain {
         Some(c) => format!(
-            "enabled = true\nrpc_url = {}\nchain_id = {}\nstorage_market = {}\nstart_block = {}",
+            "enabled = true\nrpc_url = {}\nchain_id = {}\nstorage_market = {}\ncompute_market = {}\nstart_block = {}",
             toml_string(&c.rpc_url),
             c.chain_id,
             toml_string(&c.storage_market),
+            toml_string(&c.compute_market),
             c.start_block
         ),
         None => format!(
-            "enabled = false\nrpc_url = {}\n# chain_id = 2442\n# storage_market = \"0x...\"\nstart_block = 0",
+            "enabled = false\nrpc_url = {}\n# chain_id = 2442\n# storage_market = \"0x...\"\n# compute_market = \"0x...\"\nstart_block = 0",
             toml_string(&d.rpc_url)
         ),
     };
@@ -158,8 +161,9 @@ lease_secs = 600
 [chain]
 # The BigFile L2: storage deals, proofs each period, slashing and BIG rewards. Off: the node
 # only serves the storage network. `rpc_url` must report `chain_id` (checked before anything is
-# signed); the registry and the BIG token are read from the `storage_market` contract; the event
-# watcher starts at `start_block` (the contracts' deployment block).
+# signed); the registry and the BIG token are read from the `storage_market` contract;
+# `compute_market` (optional) is where render and inference jobs are posted; the event watcher
+# starts at `start_block` (the contracts' deployment block).
 {chain}
 # Blocks a block must be buried under before its events are acted on (reorg safety).
 confirmations = {confirmations}

@@ -35,6 +35,7 @@ fn the_file_init_writes_parses_validates_and_means_the_defaults() {
             rpc_url: "http://127.0.0.1:9545".into(),
             chain_id: 1_337_002,
             storage_market: "0x5FbDB2315678afecb367f032d93F642f64180aa3".into(),
+            compute_market: "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".into(),
             start_block: 7,
         }),
     });
@@ -45,6 +46,10 @@ fn the_file_init_writes_parses_validates_and_means_the_defaults() {
     assert_eq!((cfg.chain.chain_id, cfg.chain.start_block), (1_337_002, 7));
     assert_eq!(cfg.chain.rpc_url, "http://127.0.0.1:9545");
     assert!(cfg.chain.market_address().is_some());
+    assert_eq!(
+        cfg.chain.compute_market_address().map(|a| a.to_checksum(None)),
+        Some("0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512".to_string())
+    );
 }
 
 #[test]
@@ -54,7 +59,7 @@ fn chain_settings_are_checked_when_enabled() {
     check(&with(dir.path(), "[chain]\nenabled = false\n")).unwrap();
     let e = check(&with(
         dir.path(),
-        "[chain]\nenabled = true\nrpc_url = \"ftp://x\"\nstorage_market = \"0x12\"\n",
+        "[chain]\nenabled = true\nrpc_url = \"ftp://x\"\nstorage_market = \"0x12\"\ncompute_market = \"nope\"\n",
     ))
     .unwrap_err();
     assert!(e.contains(":6: chain.rpc_url: `ftp://x` is not an http:// or https:// URL"), "{e}");
@@ -63,6 +68,7 @@ fn chain_settings_are_checked_when_enabled() {
         e.contains(":7: chain.storage_market: `0x12` is not a 0x-prefixed 20-byte contract address"),
         "{e}"
     );
+    assert!(e.contains(":8: chain.compute_market: `nope` is not a 0x-prefixed"), "{e}");
     // Deal defaults are checked only when the chain is enabled.
     check(&with(dir.path(), "[chain.deal]\nperiods = 1\n")).unwrap();
 }
