@@ -246,6 +246,19 @@ if "$agent" compute verify "$root/../examples/scenes/cornell.json" "$root/cornel
   echo "a render with another seed passed verification" >&2; exit 1
 fi
 
+step "Inference: the shipped super-resolution model upscales the render 2x, tile by tile, with its commitment"
+echo "\$ bigfile-agent compute infer --model examples/models/espcn-x2.safetensors --input demo-run/cornell.png -o demo-run/cornell-x2.png"
+"$agent" compute infer --model "$root/../examples/models/espcn-x2.safetensors" --input "$root/cornell.png" -o "$root/cornell-x2.png" 2>/dev/null
+echo "image written to demo-run/cornell-x2.png"
+echo "\$ bigfile-agent compute verify-infer demo-run/cornell-x2.png --model examples/models/espcn-x2.safetensors --input demo-run/cornell.png --tiles 4"
+"$agent" compute verify-infer "$root/cornell-x2.png" --model "$root/../examples/models/espcn-x2.safetensors" --input "$root/cornell.png" --tiles 4 2>/dev/null
+echo "\$ bigfile-agent compute verify-infer demo-run/cornell-256.png ...   (a direct 256x256 render, not the model's output: caught, exit 1)"
+sed 's/"width": 128/"width": 256/; s/"height": 128/"height": 256/' "$root/cornell-seed8.json" > "$root/cornell-256.json"
+"$agent" compute render "$root/cornell-256.json" -o "$root/cornell-256.png" >/dev/null 2>&1
+if "$agent" compute verify-infer "$root/cornell-256.png" --model "$root/../examples/models/espcn-x2.safetensors" --input "$root/cornell.png" --tiles 2 2>/dev/null; then
+  echo "a direct render passed as the model's output" >&2; exit 1
+fi
+
 step "Benchmark: every figure a ratio against a raw baseline measured in the same run"
 "$agent" bench storage --size "64 MiB" --dir "$root/bench"
 "$agent" bench compute --seconds 1 2>/dev/null
