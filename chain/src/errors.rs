@@ -180,15 +180,16 @@ pub fn revert_reason(err: &RpcError<TransportErrorKind>) -> RevertReason {
 }
 
 /// The contracts whose custom errors are decoded, with their committed artifacts.
-const ARTIFACTS: [(&str, &str); 3] = [
+const ARTIFACTS: [(&str, &str); 4] = [
     ("StorageMarket", include_str!("../abi/StorageMarket.json")),
+    ("ComputeMarket", include_str!("../abi/ComputeMarket.json")),
     ("ProviderRegistry", include_str!("../abi/ProviderRegistry.json")),
     ("BIG", include_str!("../abi/BIG.json")),
 ];
 
 /// Variant names of the contracts' enums, which the ABI records only as `uint8` with an
 /// `internalType` (the names are in `src/interfaces/IStorageMarket.sol`).
-const ENUMS: [(&str, &[&str]); 2] = [
+const ENUMS: [(&str, &[&str]); 3] = [
     (
         "ProofStatus",
         &[
@@ -204,6 +205,7 @@ const ENUMS: [(&str, &[&str]); 2] = [
         ],
     ),
     ("FreeReason", &["Missed", "Released", "DealEnded"]),
+    ("State", &["None", "Posted", "Accepted", "Committed", "Drawn", "Done", "Cancelled", "Expired"]),
 ];
 
 /// One selector's definition and the contracts that declare it.
@@ -315,7 +317,7 @@ fn bytes_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::{BIG, ProviderRegistry, StorageMarket};
+    use crate::bindings::{BIG, ComputeMarket, ProviderRegistry, StorageMarket};
     use alloy::primitives::{Address, address};
     use alloy::sol_types::SolInterface;
 
@@ -325,10 +327,17 @@ mod tests {
         assert_eq!(parsed.len(), ARTIFACTS.len(), "every committed artifact parses");
         let selectors = StorageMarket::StorageMarketErrors::selectors()
             .chain(ProviderRegistry::ProviderRegistryErrors::selectors())
-            .chain(BIG::BIGErrors::selectors());
+            .chain(BIG::BIGErrors::selectors())
+            .chain(ComputeMarket::ComputeMarketErrors::selectors());
         for selector in selectors {
             assert!(KNOWN_ERRORS.contains_key(&Selector::from(selector)), "{selector:?} missing");
         }
+    }
+
+    #[test]
+    fn decodes_compute_market_errors_with_state_names() {
+        let data = ComputeMarket::WrongState { jobId: U256::from(4), state: 3 }.abi_encode();
+        assert_eq!(decode_revert(&data).to_string(), "ComputeMarket.WrongState(jobId=4, state=Committed)");
     }
 
     #[test]

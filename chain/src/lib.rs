@@ -1,8 +1,9 @@
 //! Chain side of the BigFile provider agent: the provider's chain key (encrypted Web3 Secret
 //! Storage keystore, EIP-191 signing), typed bindings to the BigFile contracts, the event
 //! [`watcher`] (confirmations, cursor, reorg rewind), the transaction [`sender`] (nonces, fees,
-//! replacement, decoded reverts), the storage [`challenge`] computed as the contract does, and the
-//! local [`devnet`] (anvil + deployment from Rust). It depends on no other BigFile crate.
+//! replacement, decoded reverts), the storage [`challenge`] and the [`compute`] market's draws
+//! computed as the contracts do, and the local [`devnet`] (anvil + deployment from Rust). It
+//! depends on no other BigFile crate.
 
 pub mod eip191;
 pub mod keystore;
@@ -14,6 +15,7 @@ pub use keystore::{ChainKey, InvalidPrivateKey, KeystoreError};
 pub mod anvil;
 pub mod bindings;
 pub mod challenge;
+pub mod compute;
 pub mod deploy;
 pub mod devnet;
 pub mod errors;
