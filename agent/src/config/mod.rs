@@ -4,6 +4,7 @@
 //! `config.toml:14: storage.parity: must be at least 1`.
 
 mod chain;
+mod compute;
 mod size;
 mod template;
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use chain::{ChainConfig, DealDefaults};
+pub use compute::ComputeConfig;
 pub use size::ByteSize;
 pub use template::{ChainInit, InitValues, render_default};
 
@@ -33,6 +35,8 @@ pub struct Config {
     pub network: NetworkConfig,
     /// The BigFile chain: deals, proofs, rewards.
     pub chain: ChainConfig,
+    /// Render and inference jobs.
+    pub compute: ComputeConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -400,6 +404,7 @@ impl Config {
             bad("network.repair.lease_secs", "must be from 10 to 3600".into());
         }
         self.chain.validate(&mut p);
+        self.compute.validate(&mut p);
         let mut bad = |key: &str, message: String| p.push(Problem { key: key.into(), message });
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad("log.level", format!("`{}` is not a log filter (try `info` or `debug`)", self.log.level));

@@ -51,6 +51,7 @@ pub fn render_default(v: &InitValues<'_>) -> String {
         None => "# password_file = \"/etc/bigfile-agent/keystore-password\"".to_string(),
     };
     let d = super::ChainConfig::default();
+    let c = super::ComputeConfig::default();
     let chain = match &v.chain {
         Some(c) => format!(
             "enabled = true\nrpc_url = {}\nchain_id = {}\nstorage_market = {}\ncompute_market = {}\nstart_block = {}",
@@ -185,6 +186,24 @@ take_slots = true
 periods = {periods}
 price_per_slot_period = {price}
 
+[compute]
+# Render and inference jobs from chain.compute_market. A job is taken only when its limits fit
+# these and it pays at least the prices below; storage proofs always go first.
+take_jobs = true
+# Enroll as a verifier: re-run the tiles the market draws for this node and vote.
+verify = true
+# wgpu adapter for renders (see `bigfile-agent devices`): part of "backend:name", "gpu", "cpu",
+# or empty for the best. Inference: "cpu", or "cuda:0" in a build with the cuda feature.
+render_device = ""
+infer_device = "cpu"
+# The most a job may ask for: wall time (seconds), device memory, output size.
+max_wall_secs = {c_wall}
+max_device_memory = "{c_mem}"
+max_output_bytes = "{c_out}"
+# Least payment, BIG base units: per million primary samples (render), per output megapixel (infer).
+render_price_per_msample = {c_rprice}
+infer_price_per_mpixel = {c_iprice}
+
 [log]
 # A tracing filter such as "info", "debug" or "bigfile_storage=debug,info".
 level = "info"
@@ -199,6 +218,11 @@ level = "info"
         batch = d.proof_batch,
         periods = d.deal.periods,
         price = d.deal.price_per_slot_period,
+        c_wall = c.max_wall_secs,
+        c_mem = c.max_device_memory,
+        c_out = c.max_output_bytes,
+        c_rprice = c.render_price_per_msample,
+        c_iprice = c.infer_price_per_mpixel,
     )
 }
 

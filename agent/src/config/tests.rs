@@ -144,3 +144,25 @@ fn unwritable_data_dir_is_reported() {
     let e = check(&with(&file.join("sub"), "")).unwrap_err();
     assert!(e.contains(":2: node.data_dir: cannot create"), "{e}");
 }
+
+#[test]
+fn compute_settings_are_checked_and_become_job_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = check(&with(dir.path(), "[compute]\nmax_output_bytes = \"64 MiB\"\n")).unwrap();
+    assert_eq!(cfg.compute.limits().max_output_bytes, 64 << 20);
+    assert_eq!(cfg.compute.limits().max_wall_secs, 3600);
+    let e = check(&with(
+        dir.path(),
+        "[compute]\ninfer_device = \"tpu:0\"\nmax_wall_secs = 0\nmax_device_memory = \"1 MiB\"\nbogus = 1\n",
+    ))
+    .unwrap_err();
+    assert!(e.contains("compute.bogus") || e.contains("unknown field `bogus`"), "{e}");
+    let e = check(&with(
+        dir.path(),
+        "[compute]\ninfer_device = \"tpu:0\"\nmax_wall_secs = 0\nmax_device_memory = \"1 MiB\"\n",
+    ))
+    .unwrap_err();
+    assert!(e.contains(":5: compute.infer_device: device: \"tpu:0\" is not an inference device"), "{e}");
+    assert!(e.contains(":6: compute.max_wall_secs: must be from 1 to 604800"), "{e}");
+    assert!(e.contains(":7: compute.max_device_memory: must be at least 16 MiB"), "{e}");
+}
