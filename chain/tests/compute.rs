@@ -12,6 +12,13 @@ use bigfile_chain::bindings::{BIG, ComputeMarket, ProviderRegistry};
 use bigfile_chain::compute::{self, KIND_RENDER, PostedJob};
 use bigfile_chain::deploy::{BIG_UNIT, DeployParams, deploy};
 
+/// Sends a contract call and waits for its receipt.
+macro_rules! mined {
+    ($call:expr) => {
+        $call.send().await.expect("send").get_receipt().await.expect("mined")
+    };
+}
+
 fn big(n: u128) -> U256 {
     U256::from(n * BIG_UNIT)
 }
@@ -48,33 +55,18 @@ async fn a_job_is_posted_drawn_voted_and_paid_as_computed_off_chain() {
     let providers: Vec<PrivateKeySigner> = (0..5).map(|_| PrivateKeySigner::random()).collect();
     for s in std::iter::once(&client).chain(&providers) {
         fund(s.address()).await;
-        token
-            .transfer(s.address(), big(10_000))
-            .send()
-            .await
-            .expect("send")
-            .get_receipt()
-            .await
-            .expect("mined");
+        mined!(token.transfer(s.address(), big(10_000)));
     }
     for (i, s) in providers.iter().enumerate() {
         let w = wallet(&endpoint, s).await;
         let t = BIG::new(d.token, w.clone());
-        t.approve(d.registry, big(2_000)).send().await.expect("send").get_receipt().await.expect("mined");
+        mined!(t.approve(d.registry, big(2_000)));
         let r = ProviderRegistry::new(d.registry, w.clone());
         let peer = vec![i as u8 + 1; 34];
-        let receipt = r
-            .register(peer.into(), big(2_000))
-            .send()
-            .await
-            .expect("send")
-            .get_receipt()
-            .await
-            .expect("mined");
-        assert!(receipt.status());
+        assert!(mined!(r.register(peer.into(), big(2_000))).status());
         if i > 0 {
             let m = ComputeMarket::new(d.compute_market, w);
-            assert!(m.enroll().send().await.expect("send").get_receipt().await.expect("mined").status());
+            assert!(mined!(m.enroll()).status());
         }
     }
 
@@ -83,18 +75,10 @@ async fn a_job_is_posted_drawn_voted_and_paid_as_computed_off_chain() {
     let market = ComputeMarket::new(d.compute_market, cw.clone());
     let spec = br#"{"version":1,"kind":"render","scene":{}}"#;
     let payment = big(100);
-    BIG::new(d.token, cw.clone())
-        .approve(d.compute_market, payment)
-        .send()
-        .await
-        .expect("send")
-        .get_receipt()
-        .await
-        .expect("mined");
+    mined!(BIG::new(d.token, cw.clone()).approve(d.compute_market, payment));
     let (job, spec_bytes) =
         compute::post_params(KIND_RENDER, spec, vec![B256::repeat_byte(9)], 16, payment, 50);
-    let receipt =
-        market.postJob(job, spec_bytes).send().await.expect("send").get_receipt().await.expect("mined");
+    let receipt = mined!(market.postJob(job, spec_bytes));
     assert!(receipt.status());
     let posted = receipt
         .inner
@@ -109,18 +93,13 @@ async fn a_job_is_posted_drawn_voted_and_paid_as_computed_off_chain() {
     // Accept, commit, draw.
     let runner = &providers[0];
     let pm = ComputeMarket::new(d.compute_market, wallet(&endpoint, runner).await);
-    assert!(
-        pm.accept(posted.job_id).send().await.expect("send").get_receipt().await.expect("mined").status()
-    );
+    assert!(mined!(pm.accept(posted.job_id)).status());
     let root = B256::repeat_byte(0xab);
-    let r = pm.submitResult(posted.job_id, root, B256::repeat_byte(0xcd)).send().await.expect("send");
-    assert!(r.get_receipt().await.expect("mined").status());
+    assert!(mined!(pm.submitResult(posted.job_id, root, B256::repeat_byte(0xcd))).status());
     let _: () = plain.raw_request("anvil_mine".into(), (U256::from(1),)).await.expect("mine");
     let pool = market.verifiers().call().await.expect("pool");
     assert_eq!(pool.len(), 4);
-    assert!(
-        market.draw(posted.job_id).send().await.expect("send").get_receipt().await.expect("mined").status()
-    );
+    assert!(mined!(market.draw(posted.job_id)).status());
     let view = market.getJob(posted.job_id).call().await.expect("job");
     let seed_block = plain.get_block_by_number(view.seedBlock.into()).await.expect("rpc").expect("block");
     let seed = compute::seed(seed_block.header.hash, posted.job_id);
@@ -144,20 +123,9 @@ async fn a_job_is_posted_drawn_voted_and_paid_as_computed_off_chain() {
     for v in &drawn {
         let s = providers.iter().find(|p| p.address() == *v).expect("a provider");
         let vm = ComputeMarket::new(d.compute_market, wallet(&endpoint, s).await);
-        assert!(
-            vm.vote(posted.job_id, true)
-                .send()
-                .await
-                .expect("send")
-                .get_receipt()
-                .await
-                .expect("mined")
-                .status()
-        );
+        assert!(mined!(vm.vote(posted.job_id, true)).status());
     }
-    assert!(
-        market.settle(posted.job_id).send().await.expect("send").get_receipt().await.expect("mined").status()
-    );
+    assert!(mined!(market.settle(posted.job_id)).status());
     let fee = payment * U256::from(params.compute.verifier_fee_bps)
         / U256::from(10_000)
         / U256::from(params.compute.verifiers_per_job);
@@ -167,6 +135,6 @@ async fn a_job_is_posted_drawn_voted_and_paid_as_computed_off_chain() {
         assert_eq!(market.claimable(*v).call().await.expect("claimable"), fee);
     }
     let before = token.balanceOf(runner.address()).call().await.expect("balance");
-    assert!(pm.claimRewards().send().await.expect("send").get_receipt().await.expect("mined").status());
+    assert!(mined!(pm.claimRewards()).status());
     assert_eq!(token.balanceOf(runner.address()).call().await.expect("balance"), before + paid);
 }

@@ -33,6 +33,17 @@ fn example() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scenes/cornell.json")
 }
 
+/// The example scene at another size, written to `dir/name`.
+fn example_sized(dir: &Path, name: &str, width: u32, height: u32) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(example()).expect("example scene");
+    let path = dir.join(name);
+    let sized = text
+        .replace("\"width\": 128", &format!("\"width\": {width}"))
+        .replace("\"height\": 128", &format!("\"height\": {height}"));
+    std::fs::write(&path, sized).expect("write scene");
+    path
+}
+
 #[test]
 fn devices_render_and_verify_from_the_command_line() {
     let devices = agent(&["devices", "--json"]);
@@ -45,13 +56,7 @@ fn devices_render_and_verify_from_the_command_line() {
     assert!(first["backend"].is_string() && first["max_storage_buffer_binding_size"].as_u64() > Some(0));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let scene_text = std::fs::read_to_string(example()).expect("example scene");
-    let scene = dir.path().join("scene.json");
-    std::fs::write(
-        &scene,
-        scene_text.replace("\"width\": 128", "\"width\": 64").replace("\"height\": 128", "\"height\": 64"),
-    )
-    .expect("write scene");
+    let scene = example_sized(dir.path(), "scene.json", 64, 64);
     let png = dir.path().join("out.png");
     let rendered = render(&scene, &png, &[]);
     assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
@@ -118,13 +123,7 @@ fn model() -> std::path::PathBuf {
 fn infer_and_verify_infer_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     // The input: a small render of the example scene.
-    let scene_text = std::fs::read_to_string(example()).expect("example scene");
-    let scene = dir.path().join("scene.json");
-    std::fs::write(
-        &scene,
-        scene_text.replace("\"width\": 128", "\"width\": 48").replace("\"height\": 128", "\"height\": 40"),
-    )
-    .expect("write scene");
+    let scene = example_sized(dir.path(), "scene.json", 48, 40);
     let input = dir.path().join("in.png");
     assert!(render(&scene, &input, &[]).status.success());
 
@@ -164,12 +163,7 @@ fn infer_and_verify_infer_from_the_command_line() {
     assert!(String::from_utf8_lossy(&honest.stdout).contains(": match (4 tiles re-run on cpu)"));
 
     // The same size rendered directly (not upscaled) is not the model's output.
-    let big = dir.path().join("big.json");
-    std::fs::write(
-        &big,
-        scene_text.replace("\"width\": 128", "\"width\": 96").replace("\"height\": 128", "\"height\": 80"),
-    )
-    .expect("write scene");
+    let big = example_sized(dir.path(), "big.json", 96, 80);
     let direct = dir.path().join("direct.png");
     assert!(render(&big, &direct, &[]).status.success());
     let cheat = verify_infer(&direct);
