@@ -6,6 +6,7 @@
 pub mod api;
 pub mod chain;
 pub mod cli;
+pub mod compute;
 pub mod config;
 pub mod daemon;
 pub mod keys;
