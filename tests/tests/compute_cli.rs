@@ -91,6 +91,20 @@ fn devices_render_and_verify_from_the_command_line() {
     assert!(!cheat.status.success());
     assert!(String::from_utf8_lossy(&cheat.stdout).contains("MISMATCH"));
 
+    // The shipped render job spec is accepted where a scene is, and holds the example scene.
+    let job = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/render-cornell.json");
+    let job_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&job).expect("job")).expect("json");
+    let scene_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(example()).expect("scene")).expect("json");
+    assert_eq!(
+        job_json["scene"], scene_json,
+        "examples/jobs/render-cornell.json drifted from the example scene"
+    );
+    let from_job = agent(&["compute", "verify", path(&job), path(&dir.path().join("a.png")), "--tiles", "1"]);
+    assert!(!from_job.status.success(), "a 64x64 result is not the 128x128 job's");
+    assert!(String::from_utf8_lossy(&from_job.stderr).contains("is 64x64 but the scene renders 128x128"));
+
     // A bad scene names its field; nothing is written.
     std::fs::write(&other, text.replace("\"samples_per_pixel\": 64", "\"samples_per_pixel\": 0"))
         .expect("write");

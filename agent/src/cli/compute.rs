@@ -20,7 +20,7 @@ use super::Output;
 pub enum ComputeCmd {
     /// Path-trace a scene (JSON, see examples/scenes) into a PNG, tile by tile.
     Render {
-        /// The scene file.
+        /// The scene file, or a render job spec (examples/jobs).
         scene: PathBuf,
         /// Where to write the PNG.
         #[arg(short = 'o', long)]
@@ -35,7 +35,7 @@ pub enum ComputeCmd {
     /// Re-render randomly chosen tiles of a scene and compare them with a result PNG, under the
     /// render tolerance (exit code 1 on a mismatch).
     Verify {
-        /// The scene file the result claims to render.
+        /// The scene file (or render job spec) the result claims to render.
         scene: PathBuf,
         /// The result PNG.
         result: PathBuf,
@@ -447,8 +447,18 @@ fn train_sr(output: PathBuf, options: TrainOptions, out: &Output) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// A scene file, or a render job spec (`"kind": "render"`, see examples/jobs) whose scene is taken.
 fn load_scene(path: &std::path::Path) -> Result<Scene> {
     let what = path.display().to_string();
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {what}"))?;
-    Ok(Scene::from_json(&text, &what)?)
+    let is_job = serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v.get("kind").is_some());
+    if !is_job {
+        return Ok(Scene::from_json(&text, &what)?);
+    }
+    match bigfile_compute::spec::JobSpec::from_json(&text, &what)?.job {
+        bigfile_compute::spec::Job::Render { scene } => Ok(scene),
+        bigfile_compute::spec::Job::Infer { .. } => {
+            anyhow::bail!("{what} is an inference job spec: run it with `compute infer --model M --input IN`")
+        }
+    }
 }
