@@ -54,6 +54,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let chain_status = cfg.chain.enabled.then(|| tokio::sync::watch::channel(None));
     // Lost shards the chain reports (slots freed for a missed proof), for the repairer.
     let hints = Arc::new(net::repair::RepairHints::default());
+    // Storage proofs hold it; compute jobs (to come) wait at tile boundaries while it is held.
+    let proof_gate = crate::compute::ProofGate::new();
     let network = if cfg.network.enabled {
         let opts = net::node_options(&cfg, identity.clone(), true);
         let (node, inbound, mut event_loop) = net::node::build(opts)?;
@@ -108,16 +110,18 @@ pub async fn run(cfg: Config) -> Result<()> {
         tasks.spawn(async move { ("api", api::serve(listener, state, token).await) });
     }
     if cfg.chain.enabled {
-        let (c, signer, s, h, token) =
-            (cfg.chain.clone(), chain_key.signer().clone(), store.clone(), hints.clone(), root.child_token());
-        let counters = chain_counters.clone().unwrap_or_default();
-        let status = chain_status
-            .as_ref()
-            .map(|(tx, _)| tx.clone())
-            .unwrap_or_else(|| tokio::sync::watch::channel(None).0);
-        tasks.spawn(async move {
-            ("chain", crate::chain::service::run(c, signer, s, h, counters, status, token).await)
-        });
+        let (c, signer, s, token) =
+            (cfg.chain.clone(), chain_key.signer().clone(), store.clone(), root.child_token());
+        let shared = crate::chain::service::Shared {
+            hints: hints.clone(),
+            counters: chain_counters.clone().unwrap_or_default(),
+            gate: proof_gate.clone(),
+            status: chain_status
+                .as_ref()
+                .map(|(tx, _)| tx.clone())
+                .unwrap_or_else(|| tokio::sync::watch::channel(None).0),
+        };
+        tasks.spawn(async move { ("chain", crate::chain::service::run(c, signer, s, shared, token).await) });
     }
     if cfg.storage.scrub.enabled {
         let (store, scrub, token) = (store.clone(), cfg.storage.scrub.clone(), root.child_token());

@@ -95,6 +95,8 @@ pub struct ChainCounters {
     pub slots_taken: AtomicU64,
     /// Fellow holders reported for a missed period.
     pub misses_reported: AtomicU64,
+    /// Steward passes that held the proof gate (compute jobs wait meanwhile).
+    pub proof_gate_holds: AtomicU64,
 }
 
 impl ChainCounters {
@@ -142,6 +144,12 @@ impl Collector for ChainCollector {
             "bigfile_chain_misses_reported",
             "Fellow holders reported for a missed period",
             get(&c.misses_reported),
+        )?;
+        counter(
+            &mut enc,
+            "bigfile_chain_proof_gate_holds",
+            "Steward passes that held the proof gate (compute jobs wait at tile boundaries)",
+            get(&c.proof_gate_holds),
         )?;
         Ok(())
     }

@@ -118,6 +118,9 @@ fn deal_proofs_slashing_and_rewards_add_up_to_the_wei() {
         let accepted = cluster.providers[holder1].metric("bigfile_chain_proofs_accepted_total")?;
         (accepted >= 2).then_some(())
     });
+    // Proofs first: its steward held the proof gate while working on them (compute jobs wait).
+    let holds = cluster.providers[holder1].metric("bigfile_chain_proof_gate_holds_total");
+    assert!(holds.is_some_and(|n| n > 0), "proof gate never held: {holds:?}");
 
     // Kill the holder of slot 0: it misses the next period and a fellow holder reports it.
     let victim = holders[0];

@@ -14,6 +14,8 @@ use bigfile_storage::Store;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::compute::ProofGate;
+
 use super::ChainLink;
 use super::book::DealBook;
 use super::events::DealHandler;
@@ -131,16 +133,27 @@ async fn connect(
     }
 }
 
-/// Runs the chain side of the daemon until `cancel`; `status` receives the watcher's state.
+/// What the chain side shares with the rest of the daemon.
+pub struct Shared {
+    /// Deals whose slots are free, for the repair task.
+    pub hints: Arc<RepairHints>,
+    /// Counters for /metrics.
+    pub counters: Arc<ChainCounters>,
+    /// Held while proofs are made, so compute jobs wait at tile boundaries.
+    pub gate: ProofGate,
+    /// Receives the watcher's state.
+    pub status: watch::Sender<Option<WatcherStatus>>,
+}
+
+/// Runs the chain side of the daemon until `cancel`.
 pub async fn run(
     cfg: ChainConfig,
     signer: PrivateKeySigner,
     store: Arc<Store>,
-    hints: Arc<RepairHints>,
-    counters: Arc<ChainCounters>,
-    status: watch::Sender<Option<WatcherStatus>>,
+    shared: Shared,
     cancel: CancellationToken,
 ) -> Result<()> {
+    let Shared { hints, counters, gate, status } = shared;
     let Some(link) = connect(&cfg, &signer, &cancel).await? else { return Ok(()) };
     tracing::info!(
         address = %link.me(),
@@ -175,7 +188,7 @@ pub async fn run(
             }
         }
     };
-    let steward = Steward::new(link, book, store, cfg, counters, voided_rx);
+    let steward = Steward::new(link, book, store, cfg, counters, voided_rx).with_gate(gate);
     let (result, ()) = tokio::join!(steward.run(cancel.clone()), forward);
     let _ = watcher.shutdown().await;
     result

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ChainLink;
 use super::book::{DealBook, DealEntry};
+use crate::compute::ProofGate;
 use crate::config::ChainConfig;
 use crate::metrics::ChainCounters;
 
@@ -54,6 +55,9 @@ pub struct Steward {
     counters: Arc<ChainCounters>,
     /// From the event handler: the first block a reorganisation voided.
     voided: tokio::sync::watch::Receiver<u64>,
+    /// Held while this node holds slots and works on their proofs: compute jobs wait at their
+    /// next tile boundary.
+    gate: ProofGate,
 }
 
 impl Steward {
@@ -78,7 +82,14 @@ impl Steward {
             rpc_down: false,
             counters,
             voided,
+            gate: ProofGate::new(),
         }
+    }
+
+    /// Shares `gate` with the compute jobs.
+    pub fn with_gate(mut self, gate: ProofGate) -> Self {
+        self.gate = gate;
+        self
     }
 
     /// Runs until `cancel`.
@@ -119,6 +130,12 @@ impl Steward {
             self.proven.values_mut().filter(|at| **at >= from).for_each(|at| *at = head);
         }
         let deals = self.book.all()?;
+        // Proofs first: while this node holds slots, compute waits at tile boundaries during
+        // each pass (a pass is short; a missed proof costs stake).
+        let _gate = deals.iter().any(|d| d.our_slot.is_some() && !d.finished).then(|| {
+            ChainCounters::add(&self.counters.proof_gate_holds, 1);
+            self.gate.hold()
+        });
         let mut ready = Vec::new();
         for deal in &deals {
             if deal.finished || self.finished.contains(&deal.deal_id) {
