@@ -120,6 +120,11 @@ pub async fn run(cfg: Config) -> Result<()> {
                 .as_ref()
                 .map(|(tx, _)| tx.clone())
                 .unwrap_or_else(|| tokio::sync::watch::channel(None).0),
+            compute: Some(crate::compute::market::ComputeSetup {
+                cfg: cfg.compute.clone(),
+                node: network.clone(),
+                segment_size: cfg.storage.segment_size.0 as u32,
+            }),
         };
         tasks.spawn(async move { ("chain", crate::chain::service::run(c, signer, s, shared, token).await) });
     }

@@ -34,9 +34,32 @@ const CURSOR_KEY: &[u8] = b"cursor";
 const SCOPE_KEY: &[u8] = b"scope";
 
 impl SledCursor {
-    /// The cursor tree of `store`.
+    /// The storage market's cursor tree of `store`.
     pub fn open(store: &Store) -> Result<Self> {
-        Ok(Self { tree: store.agent_tree("chain-cursor")? })
+        Self::open_named(store, "chain-cursor")
+    }
+
+    /// The cursor in tree `name` of `store` (one per watched market).
+    pub fn open_named(store: &Store, name: &str) -> Result<Self> {
+        Ok(Self { tree: store.agent_tree(name)? })
+    }
+
+    /// Ties the cursor to `scope` (which chain and contract it follows). When it was written for
+    /// another scope, `forget` drops what the caller derived from the old one, then the cursor
+    /// is cleared, and the old scope is returned.
+    pub fn rebind(&self, scope: &str, forget: impl FnOnce(&str) -> Result<()>) -> Result<Option<String>> {
+        let old = self.tree.get(SCOPE_KEY)?.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let replaced = match old {
+            Some(old) if old != scope => {
+                forget(&old)?;
+                self.clear()?;
+                Some(old)
+            }
+            _ => None,
+        };
+        self.tree.insert(SCOPE_KEY, scope.as_bytes())?;
+        self.tree.flush()?;
+        Ok(replaced)
     }
 
     /// Ties the cursor and `book` to `chain_id` and `market`. When the configuration names
@@ -46,25 +69,16 @@ impl SledCursor {
     /// rewards earned on the old market stay claimable there. Returns whether anything was reset.
     pub fn bind_scope(&self, book: &DealBook, chain_id: u64, market: Address) -> Result<bool> {
         let scope = format!("{chain_id}:{market:#x}");
-        let old = self.tree.get(SCOPE_KEY)?.map(|v| String::from_utf8_lossy(&v).into_owned());
-        let reset = match old.as_deref() {
-            Some(old) if old != scope => {
-                let deals = book.all()?;
-                tracing::warn!(was = old, now = %scope, deals = deals.len(),
-                    "chain.chain_id or chain.storage_market changed: following the new market from chain.start_block; the old market's deal book and cursor are dropped (stored shards stay)");
-                for deal in deals {
-                    book.remove(deal.deal_id)?;
-                }
-                self.clear()?;
-                true
+        let replaced = self.rebind(&scope, |old| {
+            let deals = book.all()?;
+            tracing::warn!(was = old, now = %scope, deals = deals.len(),
+                "chain.chain_id or chain.storage_market changed: following the new market from chain.start_block; the old market's deal book and cursor are dropped (stored shards stay)");
+            for deal in deals {
+                book.remove(deal.deal_id)?;
             }
-            _ => false,
-        };
-        if old.as_deref() != Some(scope.as_str()) {
-            self.tree.insert(SCOPE_KEY, scope.as_bytes())?;
-            self.tree.flush()?;
-        }
-        Ok(reset)
+            Ok(())
+        })?;
+        Ok(replaced.is_some())
     }
 }
 
@@ -143,6 +157,8 @@ pub struct Shared {
     pub gate: ProofGate,
     /// Receives the watcher's state.
     pub status: watch::Sender<Option<WatcherStatus>>,
+    /// The compute side, run on the same account when `chain.compute_market` is set.
+    pub compute: Option<crate::compute::market::ComputeSetup>,
 }
 
 /// Runs the chain side of the daemon until `cancel`.
@@ -153,7 +169,7 @@ pub async fn run(
     shared: Shared,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let Shared { hints, counters, gate, status } = shared;
+    let Shared { hints, counters, gate, status, compute } = shared;
     let Some(link) = connect(&cfg, &signer, &cancel).await? else { return Ok(()) };
     tracing::info!(
         address = %link.me(),
@@ -188,8 +204,22 @@ pub async fn run(
             }
         }
     };
-    let steward = Steward::new(link, book, store, cfg, counters, voided_rx).with_gate(gate);
-    let (result, ()) = tokio::join!(steward.run(cancel.clone()), forward);
+    let compute_market = cfg.compute_market_address();
+    let jobs = async {
+        match (compute, compute_market) {
+            (Some(setup), Some(market)) if setup.cfg.take_jobs || setup.cfg.verify => {
+                let (l, c, s, g) = (link.clone(), cfg.clone(), store.clone(), gate.clone());
+                // Storage keeps earning when the compute side cannot run: say why, loudly.
+                if let Err(e) = crate::compute::market::run(l, market, c, setup, s, g, cancel.clone()).await {
+                    tracing::error!(error = %format!("{e:#}"), "the compute market side stopped; storage goes on");
+                }
+            }
+            _ => {}
+        }
+    };
+    let steward = Steward::new(link.clone(), book, store.clone(), cfg.clone(), counters, voided_rx)
+        .with_gate(gate.clone());
+    let (result, (), ()) = tokio::join!(steward.run(cancel.clone()), jobs, forward);
     let _ = watcher.shutdown().await;
     result
 }

@@ -63,6 +63,28 @@ pub enum ClientCmd {
         #[arg(long, default_value_t = 20)]
         timeout: u64,
     },
+    /// Post a render job (a scene file or a render job spec) on the compute market, wait until
+    /// it is run, verified and paid, and fetch its output image.
+    Render {
+        /// Scene or job spec (JSON), e.g. examples/scenes/cornell.json.
+        spec: PathBuf,
+        /// Payment, limits and waiting.
+        #[command(flatten)]
+        args: super::jobs::PostArgs,
+    },
+    /// Post an inference job on two objects (a safetensors model and a PNG input), wait until
+    /// it is run, verified and paid, and fetch its output image.
+    Infer {
+        /// The model's object id.
+        #[arg(long)]
+        model: String,
+        /// The input image's object id.
+        #[arg(long)]
+        input: String,
+        /// Payment, limits and waiting.
+        #[command(flatten)]
+        args: super::jobs::PostArgs,
+    },
     /// Challenge every holder of an object (a random segment each, checked against the manifest)
     /// and report its redundancy; exit 1 unless every shard is verified.
     Check {
@@ -189,9 +211,15 @@ impl Client {
 
 /// Runs a `client` subcommand.
 pub fn run(cfg: &Config, cmd: ClientCmd, out: &Output) -> Result<ExitCode> {
+    let cmd = match cmd {
+        ClientCmd::Render { spec, args } => return super::jobs::render(cfg, &spec, args, out),
+        ClientCmd::Infer { model, input, args } => return super::jobs::infer(cfg, &model, &input, args, out),
+        other => other,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         match cmd {
+            ClientCmd::Render { .. } | ClientCmd::Infer { .. } => unreachable!("handled above"),
             ClientCmd::Put { file, coding, timeout, periods, price, no_deal } => {
                 let (k, m, stripe) = coding.resolve(cfg)?;
                 let terms = if cfg.chain.enabled && !no_deal {

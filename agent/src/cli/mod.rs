@@ -7,6 +7,7 @@ mod client;
 mod compute;
 mod devnet;
 mod init;
+mod jobs;
 mod status;
 mod store;
 
@@ -62,6 +63,9 @@ pub enum Command {
     },
     /// The storage deals in which this node holds a slot, read from the chain.
     Deals,
+    /// Compute jobs this node ran or verified, read from the chain.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCmd),
     /// BIG rewards earned and claimable; `rewards claim` withdraws them.
     Rewards {
         /// `claim`: withdraw everything claimable.
@@ -158,6 +162,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = Config::load(&cli.config)?;
             crate::logging::init("warn");
             chain::deals(&cfg, &out)
+        }
+        Command::Jobs(cmd) => {
+            let cfg = Config::load(&cli.config)?;
+            crate::logging::init("warn");
+            jobs::jobs(&cfg, cmd, &out)
         }
         Command::Rewards { cmd } => {
             let cfg = Config::load(&cli.config)?;

@@ -2,7 +2,12 @@
 //! tiles kept in sled ([`tiles`]), resumable, cancellable at a tile boundary, bounded by the job's
 //! wall time ([`run`]), and always second to storage proofs ([`gate`]).
 
+pub mod book;
+pub mod check;
+pub mod client;
 pub mod gate;
+pub mod market;
+pub mod objects;
 pub mod run;
 pub mod tiles;
 

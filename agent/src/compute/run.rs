@@ -95,6 +95,10 @@ pub fn run(
     };
     let result = match &spec.job {
         Job::Render { scene } => {
+            #[cfg(feature = "fault-injection")]
+            let cheat = skip_samples(scene);
+            #[cfg(feature = "fault-injection")]
+            let scene = cheat.as_ref().unwrap_or(scene);
             let renderer = Renderer::new(Gpu::open(devices.render.as_deref())?);
             renderer
                 .render_resumable(scene, store, &stop, &mut tick)
@@ -112,4 +116,20 @@ pub fn run(
         Err(_) if timed_out => Err(RunError::TimedOut { done: last.0, total: last.1, limit }),
         other => other,
     }
+}
+
+/// Fault injection for tests: `BIGFILE_FAULT_COMPUTE_SKIP_SAMPLES=1` makes this provider render
+/// with an eighth of the samples per pixel it was paid for (a lazy provider), which drawn
+/// verifiers must catch.
+#[cfg(feature = "fault-injection")]
+fn skip_samples(scene: &bigfile_compute::scene::Scene) -> Option<bigfile_compute::scene::Scene> {
+    std::env::var_os("BIGFILE_FAULT_COMPUTE_SKIP_SAMPLES")?;
+    let mut lazy = scene.clone();
+    lazy.samples_per_pixel = (scene.samples_per_pixel / 8).max(1);
+    tracing::warn!(
+        spp = lazy.samples_per_pixel,
+        paid_for = scene.samples_per_pixel,
+        "fault injection: rendering with fewer samples"
+    );
+    Some(lazy)
 }

@@ -1,0 +1,585 @@
+//! The agent on the compute market: a watcher (its own cursor) records every posted job in the
+//! job book; the worker acts on the book every poll, re-reading each open job on chain first.
+//!
+//! - As a provider (`compute.take_jobs`): takes a posted job it can run (kind, spec, the
+//!   `[compute]` limits and prices, the right tile count; inputs fetched from the network), runs
+//!   it tile by tile on a blocking thread (tiles in sled, so a restart resumes; second to storage
+//!   proofs through the proof gate), stores the output as an object on other providers, commits
+//!   its root, then calls `draw` once the seed block is mined and `settle` once the votes are in.
+//! - As a verifier (`compute.verify`): enrolls in the pool; when drawn, fetches the output (and
+//!   the inputs), checks it hashes to the committed root, re-executes its drawn tiles and votes;
+//!   settles a job whose vote is over when its provider does not.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use bigfile_chain::alloy::primitives::{Address, B256, U256, keccak256};
+use bigfile_chain::alloy::providers::Provider;
+use bigfile_chain::bindings::{ComputeMarket, ProviderRegistry};
+use bigfile_chain::compute::PostedJob;
+use bigfile_chain::watcher::{Handler, HandlerError, LogBatch, Rewind};
+use bigfile_compute::spec::{Job, JobSpec};
+use bigfile_storage::{ObjectId, Store};
+use libp2p::PeerId;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::book::{Committed, JobBook, JobEntry};
+use super::gate::ProofGate;
+use super::run::{self, Devices, Inputs};
+use super::tiles::SledTiles;
+use super::{check, objects};
+use crate::chain::ChainLink;
+use crate::config::ComputeConfig;
+use crate::net::node::NodeHandle;
+
+/// Job states as the contract numbers them.
+pub mod state {
+    /// Open for a provider.
+    pub const POSTED: u8 = 1;
+    /// A provider runs it.
+    pub const ACCEPTED: u8 = 2;
+    /// The result is committed; the draw waits for the seed block.
+    pub const COMMITTED: u8 = 3;
+    /// Verifiers drawn; voting.
+    pub const DRAWN: u8 = 4;
+    /// Paid.
+    pub const DONE: u8 = 5;
+    /// Withdrawn by the client.
+    pub const CANCELLED: u8 = 6;
+    /// The name of `state`.
+    pub fn name(state: u8) -> &'static str {
+        ["none", "posted", "accepted", "committed", "drawn", "done", "cancelled", "expired"]
+            .get(usize::from(state))
+            .copied()
+            .unwrap_or("unknown")
+    }
+}
+
+/// What the compute side needs besides the chain link.
+#[derive(Clone)]
+pub struct ComputeSetup {
+    /// `[compute]`.
+    pub cfg: ComputeConfig,
+    /// The libp2p node (inputs and outputs are objects on the network).
+    pub node: Option<NodeHandle>,
+    /// Segment size of stored outputs (`storage.segment_size`).
+    pub segment_size: u32,
+}
+
+/// Records posted jobs from the ComputeMarket's events.
+pub struct JobHandler {
+    /// The book.
+    pub book: JobBook,
+    /// The ComputeMarket.
+    pub market: Address,
+}
+
+fn fail(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::new(e.to_string())
+}
+
+impl Handler for JobHandler {
+    async fn handle(&mut self, batch: &LogBatch) -> Result<(), HandlerError> {
+        for watched in &batch.logs {
+            let log = &watched.log;
+            if log.address() != self.market {
+                continue;
+            }
+            let Ok(e) = log.log_decode::<ComputeMarket::JobPosted>() else { continue };
+            match PostedJob::from_event(&e.inner.data) {
+                Ok(job) => {
+                    let id: u64 = job.job_id.saturating_to();
+                    let known = self.book.get(id).map_err(fail)?;
+                    if known.is_none_or(|k| k.posted_block != watched.block.number) {
+                        tracing::info!(job = id, kind = job.kind, tiles = job.tiles, "compute job posted");
+                        self.book.put(&JobEntry::posted(&job, watched.block.number)).map_err(fail)?;
+                    }
+                }
+                Err(bad) => tracing::warn!(error = %bad, "ignoring a posted compute job"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn rewound(&mut self, rewind: &Rewind) -> Result<(), HandlerError> {
+        for job in self.book.all().map_err(fail)? {
+            if job.posted_block >= rewind.void_from {
+                self.book.remove(job.job_id).map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The job key of one attempt: its tiles in sled are kept under it.
+fn tiles_key(market: Address, job: u64, attempt: u32) -> [u8; 32] {
+    let mut buf = Vec::with_capacity(32);
+    buf.extend_from_slice(market.as_slice());
+    buf.extend_from_slice(&job.to_be_bytes());
+    buf.extend_from_slice(&attempt.to_be_bytes());
+    keccak256(&buf).0
+}
+
+/// Work the job needs, in the units of its price: million samples for a render, output
+/// megapixels for an inference (fractions rounded up to a millionth).
+fn price_of(cfg: &ComputeConfig, spec: &JobSpec, tiles: &bigfile_compute::scene::TileGrid) -> U256 {
+    let (units, price) = match &spec.job {
+        Job::Render { scene } => (scene.samples(), cfg.render_price_per_msample),
+        Job::Infer { .. } => (u64::from(tiles.width) * u64::from(tiles.height), cfg.infer_price_per_mpixel),
+    };
+    (U256::from(units) * U256::from(price)).div_ceil(U256::from(1_000_000u64))
+}
+
+/// Everything the worker and its tasks share.
+#[derive(Clone)]
+struct Ctx {
+    link: ChainLink,
+    market: Address,
+    book: JobBook,
+    setup: ComputeSetup,
+    store: Arc<Store>,
+    gate: ProofGate,
+    tiles: sled::Tree,
+    cancel: CancellationToken,
+}
+
+impl Ctx {
+    fn view(&self) -> ComputeMarket::ComputeMarketInstance<&bigfile_chain::alloy::providers::DynProvider> {
+        ComputeMarket::new(self.market, &self.link.provider)
+    }
+
+    fn devices(&self) -> Result<Devices> {
+        Ok(Devices {
+            render: Some(self.setup.cfg.render_device.clone()).filter(|d| !d.is_empty()),
+            infer: bigfile_compute::infer::InferDevice::parse(&self.setup.cfg.infer_device)?,
+        })
+    }
+
+    /// The peer id a registered account published.
+    async fn peer_of(&self, account: Address) -> Option<PeerId> {
+        let bytes = ProviderRegistry::new(self.link.registry, &self.link.provider)
+            .peerIdOf(account)
+            .call()
+            .await
+            .ok()?;
+        PeerId::from_bytes(&bytes).ok()
+    }
+
+    /// Fetches the job's inputs (an inference's model and image) from the network.
+    async fn inputs(&self, spec: &JobSpec, also: &[PeerId]) -> Result<Inputs> {
+        let Job::Infer { model, input } = &spec.job else { return Ok(Inputs::default()) };
+        let node = self.setup.node.as_ref().context("the network is disabled: cannot fetch job inputs")?;
+        let max = self.setup.cfg.max_output_bytes.0;
+        let get = async |what: &str, id: &str| -> Result<Vec<u8>> {
+            let oid = ObjectId::from_hex(id).map_err(|e| anyhow!("{what} `{id}`: {e}"))?;
+            objects::fetch(node, Some(self.store.clone()), &oid, also, max)
+                .await
+                .with_context(|| format!("fetching the {what} {id}"))
+        };
+        Ok(Inputs { model: get("model", model).await?, input: get("input", input).await? })
+    }
+}
+
+/// Why this agent does not take `entry` (`Ok` when it does), checked before any transaction.
+async fn decline_reason(ctx: &Ctx, entry: &JobEntry) -> Result<Option<String>> {
+    let spec_text = String::from_utf8_lossy(&entry.spec);
+    let spec = match JobSpec::from_json(&spec_text, &format!("job {} spec", entry.job_id)) {
+        Ok(s) => s,
+        Err(e) => return Ok(Some(e.to_string())),
+    };
+    let kind_ok = matches!((&spec.job, entry.kind), (Job::Render { .. }, 0) | (Job::Infer { .. }, 1));
+    if !kind_ok {
+        return Ok(Some(format!("posted as kind {} but the spec is another kind", entry.kind)));
+    }
+    if let Err(e) = spec.check_against(&ctx.setup.cfg.limits()) {
+        return Ok(Some(e.to_string()));
+    }
+    let inputs = match ctx.inputs(&spec, &[]).await {
+        Ok(i) => i,
+        Err(e) => return Ok(Some(format!("{e:#}"))),
+    };
+    let grid = match check::grid(&spec, &inputs) {
+        Ok(g) => g,
+        Err(e) => return Ok(Some(e.to_string())),
+    };
+    if grid.count() != entry.tiles {
+        return Ok(Some(format!("posted with {} tiles but its output has {}", entry.tiles, grid.count())));
+    }
+    let price = price_of(&ctx.setup.cfg, &spec, &grid);
+    if entry.payment < price {
+        return Ok(Some(format!(
+            "pays {} BIG, below this node's price of {} BIG",
+            crate::chain::format_big(entry.payment),
+            crate::chain::format_big(price)
+        )));
+    }
+    Ok(None)
+}
+
+/// Runs an accepted job to its committed result: inputs, tiles, output object, `submitResult`.
+async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32) -> Result<Committed> {
+    let spec = JobSpec::from_json(&String::from_utf8_lossy(&entry.spec), "spec")?;
+    let inputs = ctx.inputs(&spec, &[]).await?;
+    let devices = ctx.devices()?;
+    let key = tiles_key(ctx.market, entry.job_id, attempt);
+    let flag = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let (flag, cancel) = (flag.clone(), ctx.cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            flag.store(true, Ordering::Relaxed);
+        })
+    };
+    let (tree, gate, job) = (ctx.tiles.clone(), ctx.gate.clone(), entry.job_id);
+    let image = tokio::task::spawn_blocking(move || {
+        let tiles = SledTiles::new(tree, key);
+        let mut next = 25;
+        run::run(&spec, &inputs, &devices, &tiles, &flag, &gate, |done, total| {
+            if done * 100 >= next * total {
+                tracing::info!(job, done, total, "compute job progress");
+                next += 25;
+            }
+        })
+    })
+    .await;
+    stop.abort();
+    let image = image??;
+    let png = image.png()?;
+    let node = ctx.setup.node.as_ref().context("the network is disabled: cannot store the output")?;
+    let output = objects::store(node, png, ctx.setup.segment_size).await.context("storing the output")?;
+    let root = B256::from(image.root);
+    let output_id = B256::from(output.0);
+    let call = ComputeMarket::submitResultCall { jobId: U256::from(job), root, outputId: output_id };
+    ctx.link.send(ctx.market, &call, format!("submitResult for compute job {job}")).await?;
+    tracing::info!(job, root = %root, output = %output_id, "compute result committed");
+    SledTiles::new(ctx.tiles.clone(), key).clear()?;
+    Ok(Committed { attempt, root, output_id })
+}
+
+/// The worker's memory within one run.
+struct Worker {
+    ctx: Ctx,
+    running: HashMap<u64, JoinHandle<Result<Committed>>>,
+    verifying: HashMap<u64, JoinHandle<Result<bool>>>,
+    enrolled: bool,
+    enroll_warned: bool,
+}
+
+/// Runs the compute side until `cancel`: the watcher and the worker.
+pub async fn run(
+    link: ChainLink,
+    market: Address,
+    chain: crate::config::ChainConfig,
+    setup: ComputeSetup,
+    store: Arc<Store>,
+    gate: ProofGate,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let book = JobBook::open(&store)?;
+    let cursor = crate::chain::service::SledCursor::open_named(&store, "compute-cursor")?;
+    cursor.rebind(&format!("{}:{market:#x}", chain.chain_id), |old| {
+        tracing::warn!(was = old, "chain.compute_market changed: the old market's job book is dropped");
+        for j in book.all()? {
+            book.remove(j.job_id)?;
+        }
+        Ok(())
+    })?;
+    let code = link.provider.get_code_at(market).await.context("reading the compute market's code")?;
+    anyhow::ensure!(
+        !code.is_empty(),
+        "chain.compute_market {market} has no contract on chain {}",
+        chain.chain_id
+    );
+    let mut config = bigfile_chain::watcher::WatcherConfig::new(vec![market], chain.start_block);
+    config.confirmations = chain.confirmations;
+    config.poll_interval = Duration::from_millis(chain.poll_interval_ms);
+    let handler = JobHandler { book: book.clone(), market };
+    let watcher = bigfile_chain::watcher::spawn(link.provider.clone(), config, cursor, handler, &cancel)
+        .context("starting the compute market watcher")?;
+    tracing::info!(%market, take_jobs = setup.cfg.take_jobs, verify = setup.cfg.verify, "following the compute market");
+    let tiles = store.agent_tree("compute-tiles")?;
+    let ctx = Ctx { link, market, book, setup, store, gate, tiles, cancel: cancel.clone() };
+    let mut worker = Worker {
+        ctx,
+        running: HashMap::new(),
+        verifying: HashMap::new(),
+        enrolled: false,
+        enroll_warned: false,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(chain.poll_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = worker.step().await {
+            tracing::warn!(error = %format!("{e:#}"), "compute market step failed; retrying next poll");
+        }
+    }
+    for (_, task) in worker.running.drain() {
+        // Each stops at its next tile boundary; its tiles are in sled for the next run.
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    let _ = watcher.shutdown().await;
+    Ok(())
+}
+
+impl Worker {
+    fn me(&self) -> Address {
+        self.ctx.link.me()
+    }
+
+    async fn step(&mut self) -> Result<()> {
+        let head = self.ctx.link.provider.get_block_number().await.context("chain head")?;
+        self.enroll().await;
+        self.reap().await?;
+        for entry in self.ctx.book.open_jobs()? {
+            if let Err(e) = self.act(&entry, head).await {
+                tracing::warn!(job = entry.job_id, error = %format!("{e:#}"), "compute job step failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins the verifier pool once, when `compute.verify` is on.
+    async fn enroll(&mut self) {
+        if self.enrolled || !self.ctx.setup.cfg.verify {
+            return;
+        }
+        let me = self.me();
+        match self.ctx.view().isVerifier(me).call().await {
+            Ok(true) => {
+                self.enrolled = true;
+                return;
+            }
+            Ok(false) => {}
+            Err(_) => return,
+        }
+        let can = ProviderRegistry::new(self.ctx.link.registry, &self.ctx.link.provider)
+            .canServe(me)
+            .call()
+            .await
+            .unwrap_or(false);
+        if !can {
+            if !std::mem::replace(&mut self.enroll_warned, true) {
+                tracing::warn!(
+                    "compute.verify is on but this account is not registered with the minimum stake: not enrolling as a verifier yet"
+                );
+            }
+            return;
+        }
+        match self
+            .ctx
+            .link
+            .send(self.ctx.market, &ComputeMarket::enrollCall {}, "enroll as a compute verifier")
+            .await
+        {
+            Ok(_) => {
+                tracing::info!("enrolled as a compute verifier");
+                self.enrolled = true;
+            }
+            Err(e) => tracing::warn!(error = %e, "enrolling as a compute verifier failed; retrying"),
+        }
+    }
+
+    /// Collects finished provider and verifier tasks.
+    async fn reap(&mut self) -> Result<()> {
+        let done: Vec<u64> = self.running.iter().filter(|(_, t)| t.is_finished()).map(|(j, _)| *j).collect();
+        for job in done {
+            let Some(task) = self.running.remove(&job) else { continue };
+            match task.await {
+                Ok(Ok(committed)) => self.ctx.book.update(job, |e| e.committed = Some(committed))?,
+                Ok(Err(e)) => tracing::error!(job, error = %format!("{e:#}"), "compute job failed"),
+                Err(e) => tracing::error!(job, error = %e, "compute job task panicked"),
+            }
+        }
+        let done: Vec<u64> =
+            self.verifying.iter().filter(|(_, t)| t.is_finished()).map(|(j, _)| *j).collect();
+        for job in done {
+            let Some(task) = self.verifying.remove(&job) else { continue };
+            match task.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(job, error = %format!("{e:#}"), "verifying a compute result failed; retrying")
+                }
+                Err(e) => tracing::error!(job, error = %e, "verifier task panicked"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn act(&mut self, entry: &JobEntry, head: u64) -> Result<()> {
+        let me = self.me();
+        let job = U256::from(entry.job_id);
+        let view = self.ctx.view().getJob(job).call().await.context("ComputeMarket.getJob")?;
+        let st = view.state as u8;
+        match st {
+            state::POSTED if self.ctx.setup.cfg.take_jobs && !self.running.contains_key(&entry.job_id) => {
+                if entry.decided_attempt == Some(view.attempt) {
+                    return Ok(());
+                }
+                let reason = if self.ctx.view().barred(job, me).call().await.unwrap_or(false) {
+                    Some("this node's result failed its check or missed its deadline".to_string())
+                } else if entry.client == me {
+                    Some("this node posted it".to_string())
+                } else {
+                    decline_reason(&self.ctx, entry).await?
+                };
+                if let Some(why) = &reason {
+                    tracing::info!(job = entry.job_id, attempt = view.attempt, why = %why, "not taking compute job");
+                    self.ctx.book.update(entry.job_id, |e| {
+                        e.declined = reason.clone();
+                        e.decided_attempt = Some(view.attempt);
+                    })?;
+                    return Ok(());
+                }
+                let call = ComputeMarket::acceptCall { jobId: job };
+                match self
+                    .ctx
+                    .link
+                    .send(self.ctx.market, &call, format!("accept compute job {}", entry.job_id))
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(job = entry.job_id, attempt = view.attempt, "compute job accepted");
+                        self.spawn_run(entry, view.attempt);
+                    }
+                    // Another provider was faster, most likely: the next poll reads its state.
+                    Err(e) => {
+                        tracing::info!(job = entry.job_id, error = %e, "accepting the compute job failed")
+                    }
+                }
+            }
+            state::ACCEPTED if view.provider == me => {
+                let done = entry.committed.as_ref().is_some_and(|c| c.attempt == view.attempt);
+                if !done && !self.running.contains_key(&entry.job_id) && head <= view.deadline {
+                    tracing::info!(job = entry.job_id, "resuming compute job");
+                    self.spawn_run(entry, view.attempt);
+                }
+            }
+            state::COMMITTED if view.provider == me && head > view.seedBlock => {
+                let call = ComputeMarket::drawCall { jobId: job };
+                self.ctx
+                    .link
+                    .send(self.ctx.market, &call, format!("draw verifiers for compute job {}", entry.job_id))
+                    .await?;
+            }
+            state::DRAWN => self.drawn(entry, &view, head).await?,
+            state::DONE | state::CANCELLED => {
+                if view.provider == me && st == state::DONE {
+                    tracing::info!(job = entry.job_id, matches = view.matches, "compute job paid");
+                }
+                self.ctx.book.update(entry.job_id, |e| e.finished = true)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn spawn_run(&mut self, entry: &JobEntry, attempt: u32) {
+        let task = tokio::spawn(provide(self.ctx.clone(), entry.clone(), attempt));
+        self.running.insert(entry.job_id, task);
+    }
+
+    /// A drawn job: vote when this node was drawn, settle when the vote is over.
+    async fn drawn(
+        &mut self,
+        entry: &JobEntry,
+        view: &bigfile_chain::bindings::IComputeMarket::JobView,
+        head: u64,
+    ) -> Result<()> {
+        let me = self.me();
+        let job = U256::from(entry.job_id);
+        let drawn = self.ctx.view().verifiersOf(job).call().await.context("verifiersOf")?;
+        let position = drawn.iter().position(|v| *v == me);
+        let votes = view.matches + view.mismatches;
+        let all_voted = votes as usize >= drawn.len();
+        if position.is_some() && !self.verifying.contains_key(&entry.job_id) && head <= view.voteDeadline {
+            let voted = self.ctx.view().hasVoted(job, me).call().await.context("hasVoted")?;
+            if !voted {
+                let task = tokio::spawn(verify_and_vote(self.ctx.clone(), entry.clone(), view.clone()));
+                self.verifying.insert(entry.job_id, task);
+            }
+        }
+        // The provider settles as soon as it can; the first drawn verifier too (a provider that
+        // failed has no wish to); anyone drawn once the window is over.
+        let first = position == Some(0);
+        let due = all_voted || head > view.voteDeadline;
+        if due && (view.provider == me || first || (position.is_some() && head > view.voteDeadline + 2)) {
+            let call = ComputeMarket::settleCall { jobId: job };
+            match self
+                .ctx
+                .link
+                .send(self.ctx.market, &call, format!("settle compute job {}", entry.job_id))
+                .await
+            {
+                Ok(outcome) => {
+                    for log in outcome.logs() {
+                        if let Ok(p) = log.log_decode::<ComputeMarket::JobPaid>() {
+                            tracing::info!(job = entry.job_id, paid = %crate::chain::format_big(p.inner.data.paid), "compute job settled: paid");
+                        } else if let Ok(f) = log.log_decode::<ComputeMarket::JobFailed>() {
+                            tracing::warn!(job = entry.job_id, slashed = %crate::chain::format_big(f.inner.data.slashed), "compute job settled: the result failed its check");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(job = entry.job_id, error = %e, "settle failed (settled by another?)")
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fetches the output (and inputs), checks it and votes.
+async fn verify_and_vote(
+    ctx: Ctx,
+    entry: JobEntry,
+    view: bigfile_chain::bindings::IComputeMarket::JobView,
+) -> Result<bool> {
+    let me = ctx.link.me();
+    let job = U256::from(entry.job_id);
+    let spec = JobSpec::from_json(&String::from_utf8_lossy(&entry.spec), "spec")?;
+    let node = ctx.setup.node.as_ref().context("the network is disabled: cannot fetch the output")?;
+    let also: Vec<PeerId> = ctx.peer_of(view.provider).await.into_iter().collect();
+    let inputs = ctx.inputs(&spec, &also).await?;
+    let tiles = ctx.view().tilesFor(job, me).call().await.context("tilesFor")?;
+    let max = spec.limits.max_output_bytes.min(ctx.setup.cfg.max_output_bytes.0);
+    let output = ObjectId(view.outputId.0);
+    let verdict = match objects::fetch(node, Some(ctx.store.clone()), &output, &also, max).await {
+        Ok(png) => {
+            let devices = ctx.devices()?;
+            let root = view.root.0;
+            tokio::task::spawn_blocking(move || check::check(&spec, &inputs, &devices, &png, root, &tiles))
+                .await??
+        }
+        // An output nobody serves cannot be checked: it is the provider's to keep available
+        // until the vote is over, so it counts as a mismatch once the vote is about to close.
+        Err(e) => {
+            let head = ctx.link.provider.get_block_number().await.unwrap_or_default();
+            if head + 2 < view.voteDeadline {
+                return Err(e);
+            }
+            check::Verdict {
+                matches: false,
+                why: Some(format!("the output could not be fetched: {e:#}")),
+                tiles: vec![],
+            }
+        }
+    };
+    match &verdict.why {
+        None => {
+            tracing::info!(job = entry.job_id, tiles = verdict.tiles.len(), "compute result checked: match")
+        }
+        Some(why) => tracing::warn!(job = entry.job_id, why = %why, "compute result checked: MISMATCH"),
+    }
+    let call = ComputeMarket::voteCall { jobId: job, matches: verdict.matches };
+    ctx.link.send(ctx.market, &call, format!("vote on compute job {}", entry.job_id)).await?;
+    ctx.book.update(entry.job_id, |e| e.voted = Some((view.attempt, verdict.matches)))?;
+    Ok(verdict.matches)
+}

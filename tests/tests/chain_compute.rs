@@ -1,0 +1,171 @@
+//! End to end on a real anvil chain with real agents and lavapipe: a client posts a render job;
+//! a lazy provider (a fault-injection build rendering an eighth of the samples) takes it, the
+//! drawn verifiers re-render their tiles, vote it down, and it is slashed; the job goes back to
+//! the market, an honest provider runs it and is paid, and the client gets the image. Then an
+//! inference job upscales that image (its output object) with the shipped model, and is paid.
+//! Every BIG moved is checked against the chain's events.
+//!
+//! Needs the agent built with `--features bigfile-agent/fault-injection`.
+
+use std::time::Duration;
+
+use bigfile_chain::alloy::primitives::{Address, U256};
+use bigfile_chain::bindings::{ComputeMarket, ProviderRegistry};
+use bigfile_chain::deploy::BIG_UNIT;
+use bigfile_chain::devnet::BIGFILE_NETWORK;
+use bigfile_tests::chain::{Chain, devnet_up};
+use bigfile_tests::{Cluster, wait_for};
+
+const PROVIDERS: usize = 4;
+const LAZY: usize = 0;
+const HONEST: usize = 3;
+
+fn example(path: &str) -> String {
+    format!("{}/../examples/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(png.len() > 24 && png.starts_with(b"\x89PNG\r\n\x1a\n") && &png[12..16] == b"IHDR", "not a PNG");
+    let word = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
+    (word(16), word(20))
+}
+
+#[test]
+fn a_lazy_render_is_slashed_then_render_and_infer_jobs_are_paid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (devnet, options) = devnet_up(dir.path(), PROVIDERS, Some(1), 10);
+    let file = devnet.file().clone();
+    let contracts = file.network(BIGFILE_NETWORK).expect("network").contracts.expect("contracts");
+    let chain = Chain::connect(&file);
+    let market = contracts.compute_market;
+    let address = |name: &str| file.account(name).expect("account").address;
+    let providers: Vec<Address> = (1..=PROVIDERS).map(|i| address(&format!("provider-{i}"))).collect();
+    let client = address("client-1");
+    let stake = U256::from(2_000u128 * BIG_UNIT);
+
+    // Every agent verifies; none takes jobs yet.
+    let mut cluster = Cluster::start_on_chain(PROVIDERS, &devnet.file_path(), "2000", |t| {
+        t.replace("poll_interval_ms = 1000", "poll_interval_ms = 250")
+            .replace("confirmations = 2", "confirmations = 1")
+            .replace("take_jobs = true", "take_jobs = false")
+    });
+    // The lazy provider takes jobs and skips samples.
+    cluster.kill(LAZY);
+    cluster.providers[LAZY].node.edit_config(|t| t.replace("take_jobs = false", "take_jobs = true"));
+    cluster.providers[LAZY].node.env.push(("BIGFILE_FAULT_COMPUTE_SKIP_SAMPLES".into(), "1".into()));
+    cluster.restart(LAZY);
+    wait_for(Duration::from_secs(60), "every agent enrolled as a verifier", || {
+        (chain.logs::<ComputeMarket::VerifierEnrolled>(market).len() == PROVIDERS).then_some(())
+    });
+
+    // The client posts the Cornell box and waits for its image.
+    let image = dir.path().join("cornell.png");
+    let scene = example("scenes/cornell.json");
+    let render = cluster
+        .client
+        .cmd(&["client", "render", &scene, "--payment", "10", "-o", image.to_str().expect("path"), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn client render");
+    let accepted = wait_for(Duration::from_secs(60), "the lazy provider accepting the job", || {
+        chain.logs::<ComputeMarket::JobAccepted>(market).into_iter().next()
+    });
+    assert_eq!(accepted.provider, providers[LAZY]);
+
+    // Only now does the honest provider take jobs.
+    cluster.kill(HONEST);
+    cluster.providers[HONEST].node.edit_config(|t| t.replace("take_jobs = false", "take_jobs = true"));
+    cluster.restart(HONEST);
+
+    let failed = wait_for(Duration::from_secs(120), "the lazy result voted down", || {
+        chain.logs::<ComputeMarket::JobFailed>(market).into_iter().next()
+    });
+    assert_eq!(failed.provider, providers[LAZY]);
+    assert!(
+        failed.mismatches > failed.matches,
+        "{} mismatches, {} matches",
+        failed.mismatches,
+        failed.matches
+    );
+    assert_eq!(failed.slashed, stake / U256::from(10), "10 % of the lazy provider's stake");
+    let registry = ProviderRegistry::new(chain.registry, &chain.provider);
+    assert_eq!(chain.block(registry.stakeOf(providers[LAZY]).call()).expect("stake"), stake - failed.slashed);
+
+    let paid = wait_for(Duration::from_secs(120), "the re-posted job paid", || {
+        chain.logs::<ComputeMarket::JobPaid>(market).into_iter().next()
+    });
+    assert_eq!(paid.provider, providers[HONEST], "the honest provider ran the re-posted job");
+    let out = render.wait_with_output().expect("client render");
+    assert!(out.status.success(), "client render failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("client render --json");
+    assert_eq!(report["attempts"], 2, "{report}");
+    assert_eq!(report["provider"].as_str().map(|s| s.parse::<Address>().ok()), Some(Some(providers[HONEST])));
+    let png = std::fs::read(&image).expect("the client wrote the image");
+    assert_eq!(png_size(&png), (128, 128));
+
+    // The same image rendered locally passes `compute verify`: the paid result is honest.
+    let verify =
+        cluster.client.run(&["compute", "verify", &scene, image.to_str().expect("path"), "--tiles", "2"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+
+    // Inference on the render's output object with the shipped model, stored by the client.
+    let model = cluster.client_json(&[
+        "client",
+        "put",
+        &example("models/espcn-x2.safetensors"),
+        "--data",
+        "1",
+        "--parity",
+        "1",
+        "--no-deal",
+    ]);
+    let model_id = model["id"].as_str().expect("model id").to_string();
+    let render_output = report["output_id"].as_str().expect("output id").to_string();
+    let upscaled = dir.path().join("upscaled.png");
+    let infer = cluster.client_json(&[
+        "client",
+        "infer",
+        "--model",
+        &model_id,
+        "--input",
+        &render_output,
+        "--payment",
+        "5",
+        "-o",
+        upscaled.to_str().expect("path"),
+    ]);
+    assert_eq!(infer["attempts"], 1, "{infer}");
+    let png = std::fs::read(&upscaled).expect("the client wrote the upscaled image");
+    assert_eq!(png_size(&png), (256, 256));
+
+    // The accounting, from the chain's events.
+    let view = ComputeMarket::new(market, &chain.provider);
+    let all_paid = chain.logs::<ComputeMarket::JobPaid>(market);
+    assert_eq!(all_paid.len(), 2);
+    let payments = U256::from(15u128 * BIG_UNIT);
+    let total_paid: U256 = all_paid.iter().map(|p| p.paid + p.fees).sum();
+    // The failed check's fees came out of the render's escrow too.
+    let fee = U256::from(10u128 * BIG_UNIT) / U256::from(10) / U256::from(2);
+    let voted_on_failure = U256::from(failed.mismatches + failed.matches);
+    assert_eq!(total_paid + fee * voted_on_failure, payments, "escrow paid out whole");
+    let initial = options.big_per_account;
+    assert_eq!(chain.balance(client), initial - payments + failed.slashed, "the client's balance");
+    let claimable = chain.block(view.claimable(providers[HONEST]).call()).expect("claimable");
+    assert!(claimable >= paid.paid, "the honest provider can claim its pay");
+
+    // The honest provider's side: `jobs list` shows the job it ran, paid.
+    let jobs = cluster.providers[HONEST].node.json(&["jobs", "list"]);
+    let ran = jobs
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["job_id"] == 1)
+        .unwrap_or_else(|| panic!("job 1 in jobs list: {jobs}"));
+    assert_eq!(ran["role"], "provider");
+    assert_eq!(ran["state"], "done");
+    let shown = cluster.providers[HONEST].node.json(&["jobs", "show", "1"]);
+    assert_eq!(shown["spec"]["kind"], "render", "{shown}");
+    assert_eq!(shown["verifiers"].as_array().map(Vec::len), Some(2), "{shown}");
+}
