@@ -208,6 +208,31 @@ for i in 1 2 3 4 5; do
     cut -c1-160 | sed "s/^/provider $i: /" || true
 done
 
+step "Compute market: a client posts a render job; a provider takes it, renders it tile by tile, stores the"
+echo "    image as an object and commits its root; two drawn verifiers re-render their tiles and vote; it is paid"
+echo "\$ bigfile-agent client render examples/scenes/cornell.json --payment 10 -o demo-run/job-cornell.png"
+"$agent" --config "$root/chainclient/config.toml" client render "$root/../examples/scenes/cornell.json" \
+  --payment 10 -o "$root/job-cornell.png" 2>&1 | tee "$root/job-render.txt"
+render_out=$(sed -n 's/.*(object \(0x[0-9a-f]*\), root.*/\1/p' "$root/job-render.txt")
+[ -n "$render_out" ] || { echo "demo failed: the render job did not finish" >&2; exit 1; }
+grep -h "compute result checked" "$root"/chain*/agent.log | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-170 | head -2
+
+step "An inference job on that output object: the shipped model stored on the network, the render upscaled 2x"
+echo "\$ bigfile-agent client put examples/models/espcn-x2.safetensors --data 1 --parity 1 --no-deal"
+model_id=$("$agent" --config "$root/chainclient/config.toml" client put "$root/../examples/models/espcn-x2.safetensors" \
+  --data 1 --parity 1 --no-deal 2>/dev/null | head -1)
+echo "$model_id"
+echo "\$ bigfile-agent client infer --model $model_id --input $render_out --payment 5 -o demo-run/job-cornell-x2.png"
+"$agent" --config "$root/chainclient/config.toml" client infer --model "$model_id" --input "$render_out" \
+  --payment 5 -o "$root/job-cornell-x2.png" 2>&1 | tail -2
+for i in 1 2 3 4 5; do
+  [ "$i" = "$holder" ] && continue
+  if "$agent" --config "$root/chain$i/config.toml" jobs list 2>/dev/null | grep -q "provider"; then
+    echo "\$ bigfile-agent jobs list   (provider $i)"
+    "$agent" --config "$root/chain$i/config.toml" jobs list
+  fi
+done
+
 step "The deal runs to its end and is finished; the live providers claim their BIG"
 wait_log "$root/chain*/agent.log" "deal finished" 120 "the end of the deal"
 for i in 1 2 3 4 5; do
@@ -216,7 +241,7 @@ for i in 1 2 3 4 5; do
   "$agent" --config "$root/chain$i/config.toml" rewards claim | head -1 || true
 done
 
-step "Balances (BIG): each provider started with 100000 and staked 2000; the client paid the deal"
+step "Balances (BIG): each provider started with 100000 and staked 2000; the client paid the deal and two jobs"
 printf "%-10s %-44s %12s %8s %10s\n" account address balance stake claimable
 for i in 1 2 3 4 5 client; do
   cfg="$root/chain$i/config.toml"; [ "$i" = client ] && cfg="$root/chainclient/config.toml"

@@ -154,6 +154,14 @@ fn a_lazy_render_is_slashed_then_render_and_infer_jobs_are_paid() {
     assert_eq!(chain.balance(client), initial - payments + failed.slashed, "the client's balance");
     let claimable = chain.block(view.claimable(providers[HONEST]).call()).expect("claimable");
     assert!(claimable >= paid.paid, "the honest provider can claim its pay");
+    let claim = cluster.providers[HONEST].node.json(&["rewards", "claim"]);
+    assert_eq!(claim["claimed"], bigfile_agent::chain::format_big(claimable), "{claim}");
+    assert_eq!(claim["compute_claimable"], "0", "{claim}");
+    assert_eq!(
+        chain.balance(providers[HONEST]),
+        initial - stake + claimable,
+        "the honest provider's balance"
+    );
 
     // The honest provider's side: `jobs list` shows the job it ran, paid.
     let jobs = cluster.providers[HONEST].node.json(&["jobs", "list"]);

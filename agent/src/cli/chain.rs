@@ -191,37 +191,64 @@ pub fn deals(cfg: &Config, out: &Output) -> Result<ExitCode> {
 #[derive(Serialize)]
 struct Rewards {
     address: Address,
+    /// Claimable on both markets.
     claimable: String,
     claimable_units: U256,
+    /// Earned on both markets, all time.
     earned: String,
     balance: String,
     stake: String,
     claimed_tx: Option<String>,
     claimed: Option<String>,
+    /// Claimable from storage deals.
+    storage_claimable: String,
+    /// Claimable from compute jobs (paid results and verifier fees); absent without a compute market.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compute_claimable: Option<String>,
 }
 
-/// `rewards` and `rewards claim`.
+/// `rewards` and `rewards claim`: both markets keep a reward ledger (StorageMarket and, when
+/// configured, ComputeMarket); the figures are their sums.
 pub fn rewards(cfg: &Config, cmd: Option<RewardsCmd>, out: &Output) -> Result<ExitCode> {
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         let link = connect(cfg, cancel.clone()).await?;
         let me = link.me();
-        let mut claimed = None;
+        let compute = cfg.chain.compute_market_address();
+        let mut ledgers = vec![("StorageMarket", link.market)];
+        ledgers.extend(compute.map(|c| ("ComputeMarket", c)));
+        let mut claimed: Option<(String, U256)> = None;
         if let Some(RewardsCmd::Claim) = cmd {
-            let amount = link.market().claimable(me).call().await.context("StorageMarket.claimable")?;
-            anyhow::ensure!(!amount.is_zero(), "{me} has no rewards to claim");
-            let outcome = link.send(link.market, &StorageMarket::claimRewardsCall {}, "claimRewards").await?;
-            let paid = outcome
-                .logs()
-                .iter()
-                .find_map(|log| log.log_decode::<StorageMarket::RewardsClaimed>().ok())
-                .map(|log| log.inner.data.amount)
-                .unwrap_or(amount);
-            claimed = Some((outcome.hash, paid));
+            let mut txs = Vec::new();
+            let mut total = U256::ZERO;
+            for (name, at) in &ledgers {
+                let ledger = StorageMarket::new(*at, &link.provider);
+                let amount = ledger.claimable(me).call().await.with_context(|| format!("{name}.claimable"))?;
+                if amount.is_zero() {
+                    continue;
+                }
+                let outcome =
+                    link.send(*at, &StorageMarket::claimRewardsCall {}, format!("claimRewards on {name}")).await?;
+                total += outcome
+                    .logs()
+                    .iter()
+                    .find_map(|log| log.log_decode::<StorageMarket::RewardsClaimed>().ok())
+                    .map(|log| log.inner.data.amount)
+                    .unwrap_or(amount);
+                txs.push(outcome.hash.to_string());
+            }
+            anyhow::ensure!(!txs.is_empty(), "{me} has no rewards to claim");
+            claimed = Some((txs.join(", "), total));
         }
-        let market = link.market();
-        let claimable_units = market.claimable(me).call().await.context("StorageMarket.claimable")?;
-        let earned = market.earned(me).call().await.context("StorageMarket.earned")?;
+        let (mut claimable_units, mut earned, mut per) = (U256::ZERO, U256::ZERO, Vec::new());
+        for (name, at) in &ledgers {
+            // Both markets implement the same reward ledger interface (IRewardLedger).
+            let ledger = StorageMarket::new(*at, &link.provider);
+            let c = ledger.claimable(me).call().await.with_context(|| format!("{name}.claimable"))?;
+            earned += ledger.earned(me).call().await.with_context(|| format!("{name}.earned"))?;
+            claimable_units += c;
+            per.push(c);
+        }
         let balance = link.token().balanceOf(me).call().await.context("BIG.balanceOf")?;
         let stake = link.registry().stakeOf(me).call().await.context("ProviderRegistry.stakeOf")?;
         cancel.cancel();
@@ -232,8 +259,10 @@ pub fn rewards(cfg: &Config, cmd: Option<RewardsCmd>, out: &Output) -> Result<Ex
             earned: format_big(earned),
             balance: format_big(balance),
             stake: format_big(stake),
-            claimed_tx: claimed.map(|(hash, _)| hash.to_string()),
-            claimed: claimed.map(|(_, paid)| format_big(paid)),
+            claimed_tx: claimed.as_ref().map(|(tx, _)| tx.clone()),
+            claimed: claimed.as_ref().map(|(_, paid)| format_big(*paid)),
+            storage_claimable: format_big(per[0]),
+            compute_claimable: per.get(1).map(|c| format_big(*c)),
         };
         out.print(&report, || {
             let mut text = String::new();
@@ -241,8 +270,13 @@ pub fn rewards(cfg: &Config, cmd: Option<RewardsCmd>, out: &Output) -> Result<Ex
                 text += &format!("claimed {paid} BIG (tx {tx})\n");
             }
             text += &format!(
-                "{me}\n  claimable: {} BIG\n  earned:    {} BIG (all time)\n  balance:   {} BIG\n  stake:     {} BIG",
-                report.claimable, report.earned, report.balance, report.stake
+                "{me}\n  claimable: {} BIG (storage {}, compute {})\n  earned:    {} BIG (all time)\n  balance:   {} BIG\n  stake:     {} BIG",
+                report.claimable,
+                report.storage_claimable,
+                report.compute_claimable.as_deref().unwrap_or("-"),
+                report.earned,
+                report.balance,
+                report.stake
             );
             text
         });

@@ -231,7 +231,7 @@ async fn post_and_follow(
     report.secs = started.elapsed().as_secs_f64();
     out.print(&report, || match &report.output {
         Some(path) => format!(
-            "job {} done: {} by {} after {} attempt(s), {} verifier(s) agreed\n  output {} (object {}, root {})",
+            "job {} done and paid ({} BIG): run by {}, attempt {}, {} verifier vote(s) matched\n  output {} (object {}, root {})",
             report.posted.job_id,
             report.posted.payment,
             report.provider.as_deref().unwrap_or("?"),

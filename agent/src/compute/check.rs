@@ -112,3 +112,67 @@ pub fn check(
         tiles: out,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use bigfile_compute::infer::InferDevice;
+    use bigfile_compute::render::NoTileStore;
+
+    use super::*;
+    use crate::compute::ProofGate;
+
+    fn spec(spp: u32) -> JobSpec {
+        let scene = include_str!("../../../examples/scenes/cornell.json")
+            .replace("\"width\": 128", "\"width\": 64")
+            .replace("\"height\": 128", "\"height\": 64")
+            .replace("\"samples_per_pixel\": 64", &format!("\"samples_per_pixel\": {spp}"));
+        let text = format!(
+            r#"{{"version": 1, "kind": "render", "scene": {scene},
+                "limits": {{"max_wall_secs": 600, "max_device_memory": 268435456, "max_output_bytes": 1048576}}}}"#
+        );
+        JobSpec::from_json(&text, "spec").expect("spec")
+    }
+
+    fn render(spec: &JobSpec) -> (Vec<u8>, [u8; 32]) {
+        let devices = Devices { render: None, infer: InferDevice::Cpu };
+        let image = super::super::run::run(
+            spec,
+            &Inputs::default(),
+            &devices,
+            &NoTileStore,
+            &AtomicBool::new(false),
+            &ProofGate::new(),
+            |_, _| {},
+        )
+        .expect("render");
+        (image.png().expect("png"), image.root)
+    }
+
+    #[test]
+    fn an_honest_result_passes_and_tampered_or_lazy_ones_fail() {
+        let paid_for = spec(32);
+        let devices = Devices { render: None, infer: InferDevice::Cpu };
+        let inputs = Inputs::default();
+        let (png, root) = render(&paid_for);
+        let honest = check(&paid_for, &inputs, &devices, &png, root, &[0, 3]).expect("check");
+        assert!(honest.matches, "{honest:?}");
+        assert_eq!(honest.tiles.len(), 2);
+
+        // Committed to another root than the output's tiles hash to.
+        let mut other = root;
+        other[0] ^= 1;
+        let v = check(&paid_for, &inputs, &devices, &png, other, &[0]).expect("check");
+        assert!(!v.matches && v.why.as_deref().is_some_and(|w| w.contains("hash to")), "{v:?}");
+
+        // Consistent with its own root, but rendered with an eighth of the samples.
+        let (lazy, lazy_root) = render(&spec(4));
+        let v = check(&paid_for, &inputs, &devices, &lazy, lazy_root, &[0, 1, 2, 3]).expect("check");
+        assert!(!v.matches && v.why.as_deref().is_some_and(|w| w.contains("beyond the tolerance")), "{v:?}");
+
+        // Not even an image of the job's size.
+        let v = check(&paid_for, &inputs, &devices, b"junk", root, &[0]).expect("check");
+        assert!(!v.matches, "{v:?}");
+    }
+}

@@ -184,40 +184,49 @@ impl Ctx {
     }
 }
 
-/// Why this agent does not take `entry` (`Ok` when it does), checked before any transaction.
-async fn decline_reason(ctx: &Ctx, entry: &JobEntry) -> Result<Option<String>> {
+/// The first checks of a posted job, before its inputs are fetched: the spec parses, matches the
+/// posted kind and fits this node's `[compute]` limits. `Err` says why the job is declined.
+pub fn precheck(cfg: &ComputeConfig, entry: &JobEntry) -> Result<JobSpec, String> {
     let spec_text = String::from_utf8_lossy(&entry.spec);
-    let spec = match JobSpec::from_json(&spec_text, &format!("job {} spec", entry.job_id)) {
-        Ok(s) => s,
-        Err(e) => return Ok(Some(e.to_string())),
-    };
+    let spec =
+        JobSpec::from_json(&spec_text, &format!("job {} spec", entry.job_id)).map_err(|e| e.to_string())?;
     let kind_ok = matches!((&spec.job, entry.kind), (Job::Render { .. }, 0) | (Job::Infer { .. }, 1));
     if !kind_ok {
-        return Ok(Some(format!("posted as kind {} but the spec is another kind", entry.kind)));
+        return Err(format!("posted as kind {} but the spec is another kind", entry.kind));
     }
-    if let Err(e) = spec.check_against(&ctx.setup.cfg.limits()) {
-        return Ok(Some(e.to_string()));
-    }
-    let inputs = match ctx.inputs(&spec, &[]).await {
-        Ok(i) => i,
-        Err(e) => return Ok(Some(format!("{e:#}"))),
-    };
-    let grid = match check::grid(&spec, &inputs) {
-        Ok(g) => g,
-        Err(e) => return Ok(Some(e.to_string())),
-    };
+    spec.check_against(&cfg.limits()).map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+/// The last checks, with the inputs at hand: the posted tile count is the output's, and the
+/// payment meets this node's price for the work.
+pub fn terms(cfg: &ComputeConfig, entry: &JobEntry, spec: &JobSpec, inputs: &Inputs) -> Result<(), String> {
+    let grid = check::grid(spec, inputs).map_err(|e| e.to_string())?;
     if grid.count() != entry.tiles {
-        return Ok(Some(format!("posted with {} tiles but its output has {}", entry.tiles, grid.count())));
+        return Err(format!("posted with {} tiles but its output has {}", entry.tiles, grid.count()));
     }
-    let price = price_of(&ctx.setup.cfg, &spec, &grid);
+    let price = price_of(cfg, spec, &grid);
     if entry.payment < price {
-        return Ok(Some(format!(
+        return Err(format!(
             "pays {} BIG, below this node's price of {} BIG",
             crate::chain::format_big(entry.payment),
             crate::chain::format_big(price)
-        )));
+        ));
     }
-    Ok(None)
+    Ok(())
+}
+
+/// Why this agent does not take `entry` (`None` when it does).
+async fn decline_reason(ctx: &Ctx, entry: &JobEntry) -> Option<String> {
+    let spec = match precheck(&ctx.setup.cfg, entry) {
+        Ok(spec) => spec,
+        Err(why) => return Some(why),
+    };
+    let inputs = match ctx.inputs(&spec, &[]).await {
+        Ok(i) => i,
+        Err(e) => return Some(format!("{e:#}")),
+    };
+    terms(&ctx.setup.cfg, entry, &spec, &inputs).err()
 }
 
 /// Runs an accepted job to its committed result: inputs, tiles, output object, `submitResult`.
@@ -428,7 +437,7 @@ impl Worker {
                 } else if entry.client == me {
                     Some("this node posted it".to_string())
                 } else {
-                    decline_reason(&self.ctx, entry).await?
+                    decline_reason(&self.ctx, entry).await
                 };
                 if let Some(why) = &reason {
                     tracing::info!(job = entry.job_id, attempt = view.attempt, why = %why, "not taking compute job");
@@ -582,4 +591,71 @@ async fn verify_and_vote(
     ctx.link.send(ctx.market, &call, format!("vote on compute job {}", entry.job_id)).await?;
     ctx.book.update(entry.job_id, |e| e.voted = Some((view.attempt, verdict.matches)))?;
     Ok(verdict.matches)
+}
+
+#[cfg(test)]
+mod tests {
+    use bigfile_chain::alloy::primitives::Bytes;
+
+    use super::*;
+
+    fn entry(spec: &str, kind: u8, tiles: u32, payment: u128) -> JobEntry {
+        JobEntry {
+            job_id: 7,
+            client: Address::repeat_byte(1),
+            kind,
+            spec: Bytes::from(spec.as_bytes().to_vec()),
+            inputs: vec![],
+            tiles,
+            payment: U256::from(payment),
+            run_blocks: 100,
+            posted_block: 1,
+            declined: None,
+            decided_attempt: None,
+            committed: None,
+            voted: None,
+            finished: false,
+        }
+    }
+
+    fn render_spec(wall: u64) -> String {
+        let scene = include_str!("../../../examples/scenes/cornell.json");
+        format!(
+            r#"{{"version": 1, "kind": "render", "scene": {scene},
+                "limits": {{"max_wall_secs": {wall}, "max_device_memory": 268435456, "max_output_bytes": 1048576}}}}"#
+        )
+    }
+
+    #[test]
+    fn jobs_outside_the_limits_kind_tiles_or_price_are_declined_with_the_reason() {
+        let cfg = ComputeConfig::default();
+        // 128 x 128 x 64 spp = 1.048576 Msamples at 0.001 BIG per Msample.
+        let price = 1_048_576u128 * 1_000_000_000;
+        let good = entry(&render_spec(600), 0, 16, price);
+        let spec = precheck(&cfg, &good).expect("a job this node runs");
+        terms(&cfg, &good, &spec, &Inputs::default()).expect("paid enough");
+
+        let long = entry(&render_spec(cfg.max_wall_secs + 1), 0, 16, price);
+        assert!(precheck(&cfg, &long).expect_err("too long").contains("limits.max_wall_secs"));
+        let kind = entry(&render_spec(600), 1, 16, price);
+        assert!(precheck(&cfg, &kind).expect_err("kind").contains("posted as kind 1"));
+        let junk = entry("{\"version\": 1}", 0, 16, price);
+        assert!(precheck(&cfg, &junk).is_err());
+
+        let tiles = entry(&render_spec(600), 0, 5, price);
+        let why = terms(&cfg, &tiles, &spec, &Inputs::default()).expect_err("tiles");
+        assert!(why.contains("posted with 5 tiles but its output has 16"), "{why}");
+        let cheap = entry(&render_spec(600), 0, 16, price - 1);
+        let why = terms(&cfg, &cheap, &spec, &Inputs::default()).expect_err("underpaid");
+        assert!(why.contains("below this node's price of 0.001048576 BIG"), "{why}");
+    }
+
+    #[test]
+    fn each_attempt_keeps_its_tiles_apart() {
+        let m = Address::repeat_byte(9);
+        assert_ne!(tiles_key(m, 1, 0), tiles_key(m, 1, 1));
+        assert_ne!(tiles_key(m, 1, 0), tiles_key(m, 2, 0));
+        assert_ne!(tiles_key(m, 1, 0), tiles_key(Address::repeat_byte(8), 1, 0));
+        assert_eq!(tiles_key(m, 1, 0), tiles_key(m, 1, 0));
+    }
 }
