@@ -97,6 +97,18 @@ pub struct ChainCounters {
     pub misses_reported: AtomicU64,
     /// Steward passes that held the proof gate (compute jobs wait meanwhile).
     pub proof_gate_holds: AtomicU64,
+    /// Compute jobs accepted as their provider.
+    pub jobs_accepted: AtomicU64,
+    /// Tiles computed for accepted jobs (tiles kept across a restart are not counted again).
+    pub job_tiles: AtomicU64,
+    /// Results committed on chain.
+    pub jobs_committed: AtomicU64,
+    /// Accepted jobs that ended without a result (device error, wall time, inputs unavailable).
+    pub jobs_failed: AtomicU64,
+    /// Votes cast as a drawn verifier, matching.
+    pub votes_match: AtomicU64,
+    /// Votes cast as a drawn verifier, mismatching.
+    pub votes_mismatch: AtomicU64,
 }
 
 impl ChainCounters {
@@ -151,6 +163,20 @@ impl Collector for ChainCollector {
             "Steward passes that held the proof gate (compute jobs wait at tile boundaries)",
             get(&c.proof_gate_holds),
         )?;
+        for (name, help, value) in [
+            ("bigfile_compute_jobs_accepted", "Compute jobs accepted as provider", &c.jobs_accepted),
+            ("bigfile_compute_job_tiles", "Tiles computed for accepted compute jobs", &c.job_tiles),
+            ("bigfile_compute_jobs_committed", "Compute results committed on chain", &c.jobs_committed),
+            (
+                "bigfile_compute_jobs_failed",
+                "Accepted compute jobs that ended without a result",
+                &c.jobs_failed,
+            ),
+            ("bigfile_compute_votes_match", "Votes cast as a drawn verifier: match", &c.votes_match),
+            ("bigfile_compute_votes_mismatch", "Votes cast as a drawn verifier: mismatch", &c.votes_mismatch),
+        ] {
+            counter(&mut enc, name, help, get(value))?;
+        }
         Ok(())
     }
 }

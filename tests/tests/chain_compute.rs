@@ -50,6 +50,18 @@ fn a_lazy_render_is_slashed_then_render_and_infer_jobs_are_paid() {
             .replace("confirmations = 2", "confirmations = 1")
             .replace("take_jobs = true", "take_jobs = false")
     });
+    // Each announcement carries the agent's compute devices (lavapipe at least).
+    let peers = cluster.providers[1].api_json("/peers").expect("/peers");
+    for p in peers["providers"].as_array().expect("providers") {
+        let devices: Vec<&str> =
+            p["gpus"].as_array().expect("gpus").iter().filter_map(|d| d.as_str()).collect();
+        assert!(!devices.is_empty(), "no compute devices announced: {p}");
+        assert!(
+            devices.iter().all(|d| d.starts_with("gpu ") || d.starts_with("cpu ") || d.starts_with("cuda:")),
+            "{devices:?}"
+        );
+    }
+
     // The lazy provider takes jobs and skips samples.
     cluster.kill(LAZY);
     cluster.providers[LAZY].node.edit_config(|t| t.replace("take_jobs = false", "take_jobs = true"));
@@ -93,10 +105,45 @@ fn a_lazy_render_is_slashed_then_render_and_infer_jobs_are_paid() {
     let registry = ProviderRegistry::new(chain.registry, &chain.provider);
     assert_eq!(chain.block(registry.stakeOf(providers[LAZY]).call()).expect("stake"), stake - failed.slashed);
 
+    // The honest provider is killed a quarter into the render and resumes from its sled tiles.
+    let accepted =
+        wait_for(Duration::from_secs(120), "the honest provider accepting the re-posted job", || {
+            chain
+                .logs::<ComputeMarket::JobAccepted>(market)
+                .into_iter()
+                .find(|a| a.provider == providers[HONEST])
+        });
+    assert_eq!(accepted.jobId, U256::from(1));
+    wait_for(Duration::from_secs(120), "the honest provider's first progress", || {
+        cluster.providers[HONEST].node.log().contains("compute job progress").then_some(())
+    });
+    cluster.kill(HONEST);
+    cluster.restart(HONEST);
+
     let paid = wait_for(Duration::from_secs(120), "the re-posted job paid", || {
         chain.logs::<ComputeMarket::JobPaid>(market).into_iter().next()
     });
     assert_eq!(paid.provider, providers[HONEST], "the honest provider ran the re-posted job");
+    let log = cluster.providers[HONEST].node.log();
+    assert!(log.contains("compute job resumes"), "no resume after the restart");
+    wait_for(Duration::from_secs(30), "the committed result counted in /metrics", || {
+        (cluster.providers[HONEST].metric("bigfile_compute_jobs_committed_total")? == 1).then_some(())
+    });
+    assert!(cluster.providers[HONEST].metric("bigfile_compute_job_tiles_total").is_some_and(|t| t > 0));
+    // Votes in /metrics equal the chain's Voted events of the verifiers that were never restarted.
+    let votes = chain.logs::<ComputeMarket::Voted>(market);
+    for i in [1, 2] {
+        for (name, matches) in
+            [("bigfile_compute_votes_match_total", true), ("bigfile_compute_votes_mismatch_total", false)]
+        {
+            let on_chain =
+                votes.iter().filter(|v| v.verifier == providers[i] && v.matches == matches).count();
+            let counted = wait_for(Duration::from_secs(30), name, || {
+                cluster.providers[i].metric(name).filter(|n| *n as usize == on_chain)
+            });
+            assert_eq!(counted as usize, on_chain);
+        }
+    }
     let out = render.wait_with_output().expect("client render");
     assert!(out.status.success(), "client render failed: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("client render --json");

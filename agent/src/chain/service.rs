@@ -208,16 +208,23 @@ pub async fn run(
     let jobs = async {
         match (compute, compute_market) {
             (Some(setup), Some(market)) if setup.cfg.take_jobs || setup.cfg.verify => {
-                let (l, c, s, g) = (link.clone(), cfg.clone(), store.clone(), gate.clone());
+                let shared = crate::compute::market::Shared {
+                    link: link.clone(),
+                    market,
+                    store: store.clone(),
+                    gate: gate.clone(),
+                    counters: counters.clone(),
+                };
                 // Storage keeps earning when the compute side cannot run: say why, loudly.
-                if let Err(e) = crate::compute::market::run(l, market, c, setup, s, g, cancel.clone()).await {
+                if let Err(e) = crate::compute::market::run(shared, cfg.clone(), setup, cancel.clone()).await
+                {
                     tracing::error!(error = %format!("{e:#}"), "the compute market side stopped; storage goes on");
                 }
             }
             _ => {}
         }
     };
-    let steward = Steward::new(link.clone(), book, store.clone(), cfg.clone(), counters, voided_rx)
+    let steward = Steward::new(link.clone(), book, store.clone(), cfg.clone(), counters.clone(), voided_rx)
         .with_gate(gate.clone());
     let (result, (), ()) = tokio::join!(steward.run(cancel.clone()), jobs, forward);
     let _ = watcher.shutdown().await;

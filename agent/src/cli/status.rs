@@ -90,6 +90,11 @@ pub fn peers_summary(v: &serde_json::Value) -> String {
             p["stored_bytes"],
             p["price_per_gib_month"]
         );
+        let devices: Vec<String> =
+            list(&p["gpus"]).iter().filter_map(|d| d.as_str().map(str::to_string)).collect();
+        if !devices.is_empty() {
+            s += &format!("    compute: {}\n", devices.join(", "));
+        }
     }
     let banned = list(&n["banned"]);
     if !banned.is_empty() {

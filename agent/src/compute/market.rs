@@ -34,6 +34,7 @@ use super::tiles::SledTiles;
 use super::{check, objects};
 use crate::chain::ChainLink;
 use crate::config::ComputeConfig;
+use crate::metrics::ChainCounters;
 use crate::net::node::NodeHandle;
 
 /// Job states as the contract numbers them.
@@ -145,6 +146,7 @@ struct Ctx {
     gate: ProofGate,
     tiles: sled::Tree,
     cancel: CancellationToken,
+    counters: Arc<ChainCounters>,
 }
 
 impl Ctx {
@@ -243,11 +245,19 @@ async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32) -> Result<Committed> {
             flag.store(true, Ordering::Relaxed);
         })
     };
-    let (tree, gate, job) = (ctx.tiles.clone(), ctx.gate.clone(), entry.job_id);
+    let (tree, gate, job, counters) =
+        (ctx.tiles.clone(), ctx.gate.clone(), entry.job_id, ctx.counters.clone());
     let image = tokio::task::spawn_blocking(move || {
         let tiles = SledTiles::new(tree, key);
+        let kept = tiles.count();
+        if kept > 0 {
+            tracing::info!(job, kept, "compute job resumes: tiles finished before the restart are kept");
+        }
         let mut next = 25;
+        let mut counted = kept as u32;
         run::run(&spec, &inputs, &devices, &tiles, &flag, &gate, |done, total| {
+            ChainCounters::add(&counters.job_tiles, u64::from(done.saturating_sub(counted)));
+            counted = counted.max(done);
             if done * 100 >= next * total {
                 tracing::info!(job, done, total, "compute job progress");
                 next += 25;
@@ -265,6 +275,7 @@ async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32) -> Result<Committed> {
     let call = ComputeMarket::submitResultCall { jobId: U256::from(job), root, outputId: output_id };
     ctx.link.send(ctx.market, &call, format!("submitResult for compute job {job}")).await?;
     tracing::info!(job, root = %root, output = %output_id, "compute result committed");
+    ChainCounters::add(&ctx.counters.jobs_committed, 1);
     SledTiles::new(ctx.tiles.clone(), key).clear()?;
     Ok(Committed { attempt, root, output_id })
 }
@@ -278,16 +289,28 @@ struct Worker {
     enroll_warned: bool,
 }
 
+/// What the compute side shares with the chain side it runs beside.
+pub struct Shared {
+    /// The chain connection (the same account and sender as the steward's).
+    pub link: ChainLink,
+    /// The ComputeMarket.
+    pub market: Address,
+    /// The store (job book, tiles, local shards of inputs).
+    pub store: Arc<Store>,
+    /// The steward's proof gate.
+    pub gate: ProofGate,
+    /// Counters for /metrics.
+    pub counters: Arc<ChainCounters>,
+}
+
 /// Runs the compute side until `cancel`: the watcher and the worker.
 pub async fn run(
-    link: ChainLink,
-    market: Address,
+    shared: Shared,
     chain: crate::config::ChainConfig,
     setup: ComputeSetup,
-    store: Arc<Store>,
-    gate: ProofGate,
     cancel: CancellationToken,
 ) -> Result<()> {
+    let Shared { link, market, store, gate, counters } = shared;
     let book = JobBook::open(&store)?;
     let cursor = crate::chain::service::SledCursor::open_named(&store, "compute-cursor")?;
     cursor.rebind(&format!("{}:{market:#x}", chain.chain_id), |old| {
@@ -311,7 +334,7 @@ pub async fn run(
         .context("starting the compute market watcher")?;
     tracing::info!(%market, take_jobs = setup.cfg.take_jobs, verify = setup.cfg.verify, "following the compute market");
     let tiles = store.agent_tree("compute-tiles")?;
-    let ctx = Ctx { link, market, book, setup, store, gate, tiles, cancel: cancel.clone() };
+    let ctx = Ctx { link, market, book, setup, store, gate, tiles, cancel: cancel.clone(), counters };
     let mut worker = Worker {
         ctx,
         running: HashMap::new(),
@@ -403,7 +426,10 @@ impl Worker {
             let Some(task) = self.running.remove(&job) else { continue };
             match task.await {
                 Ok(Ok(committed)) => self.ctx.book.update(job, |e| e.committed = Some(committed))?,
-                Ok(Err(e)) => tracing::error!(job, error = %format!("{e:#}"), "compute job failed"),
+                Ok(Err(e)) => {
+                    ChainCounters::add(&self.ctx.counters.jobs_failed, 1);
+                    tracing::error!(job, error = %format!("{e:#}"), "compute job failed")
+                }
                 Err(e) => tracing::error!(job, error = %e, "compute job task panicked"),
             }
         }
@@ -456,6 +482,7 @@ impl Worker {
                 {
                     Ok(_) => {
                         tracing::info!(job = entry.job_id, attempt = view.attempt, "compute job accepted");
+                        ChainCounters::add(&self.ctx.counters.jobs_accepted, 1);
                         self.spawn_run(entry, view.attempt);
                     }
                     // Another provider was faster, most likely: the next poll reads its state.
@@ -589,6 +616,8 @@ async fn verify_and_vote(
     }
     let call = ComputeMarket::voteCall { jobId: job, matches: verdict.matches };
     ctx.link.send(ctx.market, &call, format!("vote on compute job {}", entry.job_id)).await?;
+    let tally = if verdict.matches { &ctx.counters.votes_match } else { &ctx.counters.votes_mismatch };
+    ChainCounters::add(tally, 1);
     ctx.book.update(entry.job_id, |e| e.voted = Some((view.attempt, verdict.matches)))?;
     Ok(verdict.matches)
 }

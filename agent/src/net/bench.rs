@@ -262,7 +262,7 @@ impl Bench {
         let s = store.clone();
         let usage = tokio::task::spawn_blocking(move || s.usage()).await??;
         let chain_key = ChainKey::random();
-        Ok(super::sign_availability(&chain_key, &identity, addrs, &usage, cfg, super::now_unix())?)
+        Ok(super::sign_availability(&chain_key, &identity, addrs, &usage, cfg, &[], super::now_unix())?)
     }
 
     /// Stops every task, waits until nothing else holds a store, and closes the stores.

@@ -64,6 +64,7 @@ pub fn sign_availability(
     listen_addrs: Vec<Multiaddr>,
     usage: &bigfile_storage::Usage,
     cfg: &Config,
+    devices: &[String],
     timestamp: u64,
 ) -> Result<SignedAvailability, announce::AnnounceError> {
     let body = Availability {
@@ -72,12 +73,38 @@ pub fn sign_availability(
         listen_addrs,
         free_bytes: usage.free_bytes,
         stored_bytes: usage.used_bytes,
-        gpus: vec![],
+        gpus: devices.to_vec(),
         price_per_gib_month: u128::from(cfg.network.price_per_gib_month),
         version: AGENT_VERSION.into(),
         timestamp,
     };
     SignedAvailability::sign(body, chain_key, identity)
+}
+
+/// The devices compute jobs can run on, as announced: `gpu vulkan:NAME` or `cpu vulkan:llvmpipe
+/// ...` for each wgpu adapter (GPUs first), then `cuda:N` for each CUDA device of a `cuda` build;
+/// at most [`announce::MAX_GPUS`], each cut to [`announce::MAX_GPU_NAME_BYTES`].
+pub fn compute_devices() -> Vec<String> {
+    let mut out: Vec<String> = bigfile_compute::gpu::list()
+        .iter()
+        .map(|d| format!("{} {}", if d.is_gpu() { "gpu" } else { "cpu" }, d.id()))
+        .collect();
+    out.sort_by_key(|d| !d.starts_with("gpu"));
+    out.extend(
+        bigfile_compute::infer::devices()
+            .into_iter()
+            .filter(|d| *d != bigfile_compute::infer::InferDevice::Cpu)
+            .map(|d| d.name()),
+    );
+    out.truncate(announce::MAX_GPUS);
+    for d in &mut out {
+        let mut end = d.len().min(announce::MAX_GPU_NAME_BYTES);
+        while !d.is_char_boundary(end) {
+            end -= 1;
+        }
+        d.truncate(end);
+    }
+    out
 }
 
 /// Signs and publishes this provider's availability every `interval` until cancelled.
@@ -107,6 +134,12 @@ pub async fn announce_task(
             node.start_providing(id.0.to_vec()).await?;
         }
     }
+    // The compute devices, probed once (adapters do not come and go while the agent runs).
+    let devices = if cfg.compute.take_jobs || cfg.compute.verify {
+        tokio::task::spawn_blocking(compute_devices).await?
+    } else {
+        Vec::new()
+    };
     let mut last = 0;
     loop {
         tokio::select! {
@@ -125,6 +158,6 @@ pub async fn announce_task(
         addrs.extend(external.iter().cloned());
         addrs.dedup();
         addrs.truncate(16);
-        node.publish(sign_availability(&chain_key, &identity, addrs, &usage, &cfg, last)?).await?;
+        node.publish(sign_availability(&chain_key, &identity, addrs, &usage, &cfg, &devices, last)?).await?;
     }
 }
