@@ -223,4 +223,42 @@ fn a_lazy_render_is_slashed_then_render_and_infer_jobs_are_paid() {
     let shown = cluster.providers[HONEST].node.json(&["jobs", "show", "1"]);
     assert_eq!(shown["spec"]["kind"], "render", "{shown}");
     assert_eq!(shown["verifiers"].as_array().map(Vec::len), Some(2), "{shown}");
+
+    // A job asking more wall time than any agent allows is declined by all, with the reason,
+    // and the client withdraws it: the payment comes back whole.
+    let before = chain.balance(client);
+    let greedy = cluster.client_json(&[
+        "client",
+        "render",
+        &scene,
+        "--payment",
+        "3",
+        "--wall-secs",
+        "4000",
+        "--no-wait",
+    ]);
+    let greedy_id = greedy["job_id"].as_u64().expect("job id");
+    wait_for(Duration::from_secs(60), "the greedy job declined for its wall time", || {
+        cluster.providers[HONEST]
+            .node
+            .log()
+            .lines()
+            .any(|l| {
+                l.contains("not taking compute job")
+                    && l.contains(&format!("job={greedy_id}"))
+                    && l.contains("max_wall_secs")
+            })
+            .then_some(())
+    });
+    assert_eq!(chain.balance(client), before - U256::from(3u128 * BIG_UNIT));
+    let cancelled = cluster.client_json(&["jobs", "cancel", &greedy_id.to_string()]);
+    assert_eq!(cancelled["refund"], "3", "{cancelled}");
+    assert_eq!(chain.balance(client), before);
+    let again = cluster.client.run(&["jobs", "cancel", &greedy_id.to_string()]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is cancelled"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }

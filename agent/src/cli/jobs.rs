@@ -61,6 +61,11 @@ pub enum JobsCmd {
         /// The job id.
         id: u64,
     },
+    /// Withdraw a job this node posted that no provider has taken yet; the payment comes back.
+    Cancel {
+        /// The job id.
+        id: u64,
+    },
 }
 
 /// What `client render|infer` report.
@@ -326,6 +331,31 @@ pub fn jobs(cfg: &Config, cmd: JobsCmd, out: &Output) -> Result<ExitCode> {
                     }
                     s
                 });
+            }
+            JobsCmd::Cancel { id } => {
+                let v = view.getJob(U256::from(id)).call().await.context("ComputeMarket.getJob")?;
+                anyhow::ensure!(
+                    v.client == me,
+                    "job {id} was posted by {}, not by this node ({me})",
+                    v.client
+                );
+                anyhow::ensure!(
+                    v.state as u8 == state::POSTED,
+                    "job {id} is {}: only a job no provider has taken can be cancelled",
+                    state::name(v.state as u8)
+                );
+                let call = ComputeMarket::cancelCall { jobId: U256::from(id) };
+                let outcome = jobs.link().send(jobs.market(), &call, format!("cancel job {id}")).await?;
+                let refund = outcome
+                    .logs()
+                    .iter()
+                    .find_map(|l| l.log_decode::<ComputeMarket::JobCancelled>().ok())
+                    .map(|e| e.inner.data.refund)
+                    .unwrap_or_default();
+                let report = serde_json::json!({
+                    "job_id": id, "refund": format_big(refund), "tx": outcome.hash.to_string()
+                });
+                out.print(&report, || format!("job {id} cancelled: {} BIG refunded", format_big(refund)));
             }
             JobsCmd::Show { id } => {
                 let count: u64 = view.jobCount().call().await.context("jobCount")?.saturating_to();

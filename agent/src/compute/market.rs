@@ -283,7 +283,10 @@ async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32) -> Result<Committed> {
 /// The worker's memory within one run.
 struct Worker {
     ctx: Ctx,
-    running: HashMap<u64, JoinHandle<Result<Committed>>>,
+    running: HashMap<u64, (u32, JoinHandle<Result<Committed>>)>,
+    /// (job, attempt) runs that failed in this process: not retried until a restart (a job
+    /// past its wall time must not get a fresh one by being started again).
+    given_up: std::collections::HashSet<(u64, u32)>,
     verifying: HashMap<u64, JoinHandle<Result<bool>>>,
     enrolled: bool,
     enroll_warned: bool,
@@ -338,6 +341,7 @@ pub async fn run(
     let mut worker = Worker {
         ctx,
         running: HashMap::new(),
+        given_up: Default::default(),
         verifying: HashMap::new(),
         enrolled: false,
         enroll_warned: false,
@@ -353,7 +357,7 @@ pub async fn run(
             tracing::warn!(error = %format!("{e:#}"), "compute market step failed; retrying next poll");
         }
     }
-    for (_, task) in worker.running.drain() {
+    for (_, (_, task)) in worker.running.drain() {
         // Each stops at its next tile boundary; its tiles are in sled for the next run.
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
@@ -421,17 +425,21 @@ impl Worker {
 
     /// Collects finished provider and verifier tasks.
     async fn reap(&mut self) -> Result<()> {
-        let done: Vec<u64> = self.running.iter().filter(|(_, t)| t.is_finished()).map(|(j, _)| *j).collect();
+        let done: Vec<u64> =
+            self.running.iter().filter(|(_, (_, t))| t.is_finished()).map(|(j, _)| *j).collect();
         for job in done {
-            let Some(task) = self.running.remove(&job) else { continue };
-            match task.await {
-                Ok(Ok(committed)) => self.ctx.book.update(job, |e| e.committed = Some(committed))?,
-                Ok(Err(e)) => {
-                    ChainCounters::add(&self.ctx.counters.jobs_failed, 1);
-                    tracing::error!(job, error = %format!("{e:#}"), "compute job failed")
+            let Some((attempt, task)) = self.running.remove(&job) else { continue };
+            let failure = match task.await {
+                Ok(Ok(committed)) => {
+                    self.ctx.book.update(job, |e| e.committed = Some(committed))?;
+                    continue;
                 }
-                Err(e) => tracing::error!(job, error = %e, "compute job task panicked"),
-            }
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => format!("the job's task panicked: {e}"),
+            };
+            ChainCounters::add(&self.ctx.counters.jobs_failed, 1);
+            tracing::error!(job, attempt, error = %failure, "compute job failed: no result will be committed (the deadline passes and the stake is slashed); restart the agent to try again");
+            self.given_up.insert((job, attempt));
         }
         let done: Vec<u64> =
             self.verifying.iter().filter(|(_, t)| t.is_finished()).map(|(j, _)| *j).collect();
@@ -493,9 +501,23 @@ impl Worker {
             }
             state::ACCEPTED if view.provider == me => {
                 let done = entry.committed.as_ref().is_some_and(|c| c.attempt == view.attempt);
-                if !done && !self.running.contains_key(&entry.job_id) && head <= view.deadline {
+                let given_up = self.given_up.contains(&(entry.job_id, view.attempt));
+                if !done && !given_up && !self.running.contains_key(&entry.job_id) && head <= view.deadline {
                     tracing::info!(job = entry.job_id, "resuming compute job");
                     self.spawn_run(entry, view.attempt);
+                }
+            }
+            // Another provider's deadline passed without a result: send the job back to the
+            // market (the contract slashes it), where this node may take it.
+            state::ACCEPTED if self.ctx.setup.cfg.take_jobs && head > view.deadline + 2 => {
+                let call = ComputeMarket::expireCall { jobId: job };
+                if let Err(e) = self
+                    .ctx
+                    .link
+                    .send(self.ctx.market, &call, format!("expire compute job {}", entry.job_id))
+                    .await
+                {
+                    tracing::debug!(job = entry.job_id, error = %e, "expire failed (expired by another?)");
                 }
             }
             state::COMMITTED if view.provider == me && head > view.seedBlock => {
@@ -519,7 +541,7 @@ impl Worker {
 
     fn spawn_run(&mut self, entry: &JobEntry, attempt: u32) {
         let task = tokio::spawn(provide(self.ctx.clone(), entry.clone(), attempt));
-        self.running.insert(entry.job_id, task);
+        self.running.insert(entry.job_id, (attempt, task));
     }
 
     /// A drawn job: vote when this node was drawn, settle when the vote is over.
