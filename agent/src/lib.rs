@@ -4,6 +4,7 @@
 //! the daemon's task tree, the local HTTP API and its metrics, and one module per CLI area.
 
 pub mod api;
+pub mod book;
 pub mod chain;
 pub mod cli;
 pub mod compute;

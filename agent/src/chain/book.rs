@@ -6,7 +6,6 @@
 //! cost a wasted view call but never a wrong transaction.
 
 use bigfile_chain::alloy::primitives::{Address, B256};
-use bigfile_storage::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// One deal as this agent knows it.
@@ -54,91 +53,20 @@ impl DealEntry {
     }
 }
 
-/// The deal book on sled.
-#[derive(Clone)]
-pub struct DealBook {
-    tree: sled::Tree,
-}
+/// The deal book on sled (`agent/chain-deals`).
+pub type DealBook = crate::book::Book<DealEntry>;
 
-/// Why the book could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum BookError {
-    /// The database failed.
-    #[error("deal book: {0}")]
-    Store(#[from] StoreError),
-    /// sled failed.
-    #[error("deal book: {0}")]
-    Sled(#[from] sled::Error),
-    /// An entry does not decode (the file was damaged or written by an incompatible version).
-    #[error("deal book entry for deal {deal}: {why}")]
-    Corrupt {
-        /// The deal.
-        deal: u64,
-        /// Why.
-        why: String,
-    },
+impl crate::book::Entry for DealEntry {
+    const TREE: &'static str = "chain-deals";
+    const WHAT: &'static str = "deal";
+    fn id(&self) -> u64 {
+        self.deal_id
+    }
 }
 
 impl DealBook {
-    /// Opens the book in `store`'s database.
-    pub fn open(store: &Store) -> Result<Self, BookError> {
-        Ok(Self { tree: store.agent_tree("chain-deals")? })
-    }
-
-    /// The entry for `deal_id`.
-    pub fn get(&self, deal_id: u64) -> Result<Option<DealEntry>, BookError> {
-        match self.tree.get(deal_id.to_be_bytes())? {
-            None => Ok(None),
-            Some(bytes) => decode(deal_id, &bytes).map(Some),
-        }
-    }
-
-    /// Writes `entry` (replacing any entry of the same deal) and flushes, so a restart sees it.
-    pub fn put(&self, entry: &DealEntry) -> Result<(), BookError> {
-        let bytes = serde_json::to_vec(entry)
-            .map_err(|e| BookError::Corrupt { deal: entry.deal_id, why: e.to_string() })?;
-        self.tree.insert(entry.deal_id.to_be_bytes(), bytes)?;
-        self.tree.flush()?;
-        Ok(())
-    }
-
-    /// Applies `change` to the entry of `deal_id` if there is one; returns the new entry.
-    pub fn update(
-        &self,
-        deal_id: u64,
-        change: impl FnOnce(&mut DealEntry),
-    ) -> Result<Option<DealEntry>, BookError> {
-        let Some(mut entry) = self.get(deal_id)? else { return Ok(None) };
-        change(&mut entry);
-        self.put(&entry)?;
-        Ok(Some(entry))
-    }
-
-    /// Every deal, in id order.
-    pub fn all(&self) -> Result<Vec<DealEntry>, BookError> {
-        self.tree
-            .iter()
-            .map(|item| {
-                let (key, value) = item?;
-                let deal = key.as_ref().try_into().map(u64::from_be_bytes).unwrap_or_default();
-                decode(deal, &value)
-            })
-            .collect()
-    }
-
-    /// Removes the entry of `deal_id`.
-    pub fn remove(&self, deal_id: u64) -> Result<(), BookError> {
-        self.tree.remove(deal_id.to_be_bytes())?;
-        self.tree.flush()?;
-        Ok(())
-    }
-
     /// Deals in which this agent holds a slot and that are not finished.
-    pub fn held(&self) -> Result<Vec<DealEntry>, BookError> {
+    pub fn held(&self) -> Result<Vec<DealEntry>, crate::book::BookError> {
         Ok(self.all()?.into_iter().filter(|d| d.our_slot.is_some() && !d.finished).collect())
     }
-}
-
-fn decode(deal: u64, bytes: &[u8]) -> Result<DealEntry, BookError> {
-    serde_json::from_slice(bytes).map_err(|e| BookError::Corrupt { deal, why: e.to_string() })
 }

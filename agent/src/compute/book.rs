@@ -7,7 +7,6 @@
 
 use bigfile_chain::alloy::primitives::{Address, B256, Bytes, U256};
 use bigfile_chain::compute::PostedJob;
-use bigfile_storage::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// One job as this agent knows it.
@@ -76,88 +75,20 @@ impl JobEntry {
     }
 }
 
-/// The job book on sled.
-#[derive(Clone)]
-pub struct JobBook {
-    tree: sled::Tree,
-}
+/// The job book on sled (`agent/compute-jobs`).
+pub type JobBook = crate::book::Book<JobEntry>;
 
-/// Why the book could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum JobBookError {
-    /// The database failed.
-    #[error("job book: {0}")]
-    Store(#[from] StoreError),
-    /// sled failed.
-    #[error("job book: {0}")]
-    Sled(#[from] sled::Error),
-    /// An entry does not decode.
-    #[error("job book entry for job {job}: {why}")]
-    Corrupt {
-        /// The job.
-        job: u64,
-        /// Why.
-        why: String,
-    },
+impl crate::book::Entry for JobEntry {
+    const TREE: &'static str = "compute-jobs";
+    const WHAT: &'static str = "job";
+    fn id(&self) -> u64 {
+        self.job_id
+    }
 }
 
 impl JobBook {
-    /// Opens the book in `store`'s database.
-    pub fn open(store: &Store) -> Result<Self, JobBookError> {
-        Ok(Self { tree: store.agent_tree("compute-jobs")? })
-    }
-
-    /// The entry of `job`.
-    pub fn get(&self, job: u64) -> Result<Option<JobEntry>, JobBookError> {
-        match self.tree.get(job.to_be_bytes())? {
-            None => Ok(None),
-            Some(bytes) => decode(job, &bytes).map(Some),
-        }
-    }
-
-    /// Writes `entry` and flushes.
-    pub fn put(&self, entry: &JobEntry) -> Result<(), JobBookError> {
-        let bytes = serde_json::to_vec(entry)
-            .map_err(|e| JobBookError::Corrupt { job: entry.job_id, why: e.to_string() })?;
-        self.tree.insert(entry.job_id.to_be_bytes(), bytes)?;
-        self.tree.flush()?;
-        Ok(())
-    }
-
-    /// Applies `change` to the entry of `job` if there is one.
-    pub fn update(&self, job: u64, change: impl FnOnce(&mut JobEntry)) -> Result<(), JobBookError> {
-        if let Some(mut entry) = self.get(job)? {
-            change(&mut entry);
-            self.put(&entry)?;
-        }
-        Ok(())
-    }
-
-    /// Removes the entry of `job`.
-    pub fn remove(&self, job: u64) -> Result<(), JobBookError> {
-        self.tree.remove(job.to_be_bytes())?;
-        self.tree.flush()?;
-        Ok(())
-    }
-
-    /// Every job, in id order.
-    pub fn all(&self) -> Result<Vec<JobEntry>, JobBookError> {
-        self.tree
-            .iter()
-            .map(|item| {
-                let (key, value) = item?;
-                let job = key.as_ref().try_into().map(u64::from_be_bytes).unwrap_or_default();
-                decode(job, &value)
-            })
-            .collect()
-    }
-
     /// Jobs not yet Done or Cancelled.
-    pub fn open_jobs(&self) -> Result<Vec<JobEntry>, JobBookError> {
+    pub fn open_jobs(&self) -> Result<Vec<JobEntry>, crate::book::BookError> {
         Ok(self.all()?.into_iter().filter(|j| !j.finished).collect())
     }
-}
-
-fn decode(job: u64, bytes: &[u8]) -> Result<JobEntry, JobBookError> {
-    serde_json::from_slice(bytes).map_err(|e| JobBookError::Corrupt { job, why: e.to_string() })
 }

@@ -25,14 +25,14 @@ pub mod reference;
 pub mod train;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
 use crate::error::InferError;
+use crate::render::Image;
 use crate::render::TileStore;
-use crate::render::{Image, assemble_grid};
 use crate::scene::{Tile, TileGrid};
 
 /// The architecture name, also written in the safetensors metadata as `architecture`.
@@ -382,31 +382,11 @@ impl Upscaler {
         input: &InputImage,
         store: &dyn TileStore,
         cancel: &AtomicBool,
-        mut progress: impl FnMut(u32, u32),
+        progress: impl FnMut(u32, u32),
     ) -> Result<Image, InferError> {
         let grid = input.output_grid();
-        let total = grid.count();
-        let expected = |t: &Tile| t.width as usize * t.height as usize * 3;
-        let mut tiles = Vec::with_capacity(total as usize);
-        for index in 0..total {
-            let Some(tile) = grid.tile(index) else { break };
-            let bytes = match store.load(index).filter(|b| b.len() == expected(&tile)) {
-                Some(saved) => saved,
-                None => {
-                    if cancel.load(Ordering::Relaxed) {
-                        return Err(InferError::Cancelled { done: index, total });
-                    }
-                    let bytes = self.tile(input, &tile)?;
-                    store
-                        .save(index, &bytes)
-                        .map_err(|why| InferError::Output { path: format!("tile {index}"), why })?;
-                    bytes
-                }
-            };
-            tiles.push(bytes);
-            progress(index + 1, total);
-        }
-        Ok(assemble_grid(&grid, tiles))
+        crate::render::run_tiles(&grid, store, cancel, progress, |tile| self.tile(input, tile))
+            .map(|(image, _)| image)
     }
 }
 

@@ -8,7 +8,7 @@
 use std::sync::atomic::AtomicBool;
 
 mod resume;
-pub use resume::{DirTileStore, Resumed, TileStore};
+pub use resume::{DirTileStore, Resumed, Stopped, TileStore, run_tiles};
 
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
@@ -390,11 +390,6 @@ impl TileStore for NoTileStore {
     fn save(&self, _: u32, _: &[u8]) -> Result<(), String> {
         Ok(())
     }
-}
-
-/// Puts tiles (in order) together into an image with its commitment.
-pub fn assemble(scene: &Scene, tiles: Vec<Vec<u8>>) -> Image {
-    assemble_grid(&scene.grid(), tiles)
 }
 
 /// Puts the tiles of `grid` (in order, row-major RGB each) together into an image with its

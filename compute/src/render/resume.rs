@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Image, Renderer, assemble};
+use super::{Image, Renderer, assemble_grid};
 use crate::error::RenderError;
-use crate::scene::Scene;
+use crate::scene::{Scene, Tile, TileGrid};
 
 /// Where finished tiles are kept between runs (the agent keeps them in sled, the CLI in a folder).
 pub trait TileStore {
@@ -72,41 +72,90 @@ pub struct Resumed {
     pub rendered: u32,
 }
 
+/// Why a tile loop stopped before its last tile; each job kind's error takes it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// Cancelled at a tile boundary.
+    Cancelled {
+        /// Tiles finished.
+        done: u32,
+        /// Tiles in the output.
+        total: u32,
+    },
+    /// A finished tile could not be saved.
+    Unsaved {
+        /// The tile.
+        index: u32,
+        /// Why.
+        why: String,
+    },
+}
+
+impl From<Stopped> for RenderError {
+    fn from(s: Stopped) -> Self {
+        match s {
+            Stopped::Cancelled { done, total } => RenderError::Cancelled { done, total },
+            Stopped::Unsaved { index, why } => RenderError::Output { path: format!("tile {index}"), why },
+        }
+    }
+}
+
+impl From<Stopped> for crate::error::InferError {
+    fn from(s: Stopped) -> Self {
+        use crate::error::InferError;
+        match s {
+            Stopped::Cancelled { done, total } => InferError::Cancelled { done, total },
+            Stopped::Unsaved { index, why } => InferError::Output { path: format!("tile {index}"), why },
+        }
+    }
+}
+
+/// The tile loop every job kind runs: for each tile of `grid` in order, take it from `store`
+/// (when saved with the right size; a torn or foreign file is computed again) or check `cancel`,
+/// `compute` it and save it before going on; `progress(done, total)` after each. Returns the
+/// assembled image and what was reused.
+pub fn run_tiles<E: From<Stopped>>(
+    grid: &TileGrid,
+    store: &dyn TileStore,
+    cancel: &AtomicBool,
+    mut progress: impl FnMut(u32, u32),
+    mut compute: impl FnMut(&Tile) -> Result<Vec<u8>, E>,
+) -> Result<(Image, Resumed), E> {
+    let total = grid.count();
+    let mut tiles = Vec::with_capacity(total as usize);
+    let mut counts = Resumed { reused: 0, rendered: 0 };
+    for index in 0..total {
+        let Some(tile) = grid.tile(index) else { break };
+        let size = tile.width as usize * tile.height as usize * 3;
+        if let Some(saved) = store.load(index).filter(|b| b.len() == size) {
+            tiles.push(saved);
+            counts.reused += 1;
+        } else {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Stopped::Cancelled { done: index, total }.into());
+            }
+            let bytes = compute(&tile)?;
+            store.save(index, &bytes).map_err(|why| Stopped::Unsaved { index, why })?;
+            tiles.push(bytes);
+            counts.rendered += 1;
+        }
+        progress(index + 1, total);
+    }
+    Ok((assemble_grid(grid, tiles), counts))
+}
+
 impl Renderer {
     /// As [`Renderer::render`], taking finished tiles from `store` and saving each new one there
-    /// before going on. A saved tile of the wrong size (a torn or foreign file) is rendered again.
+    /// before going on ([`run_tiles`]).
     pub fn render_resumable(
         &self,
         scene: &Scene,
         store: &dyn TileStore,
         cancel: &AtomicBool,
-        mut progress: impl FnMut(u32, u32),
+        progress: impl FnMut(u32, u32),
     ) -> Result<(Image, Resumed), RenderError> {
         scene.validate("scene")?;
-        let total = scene.tile_count();
-        let mut tiles = Vec::with_capacity(total as usize);
-        let mut counts = Resumed { reused: 0, rendered: 0 };
         let buffers = self.upload(scene);
-        for index in 0..total {
-            let tile = scene.tile(index).ok_or_else(|| self.fail("tile out of range"))?;
-            let size = tile.width as usize * tile.height as usize * 3;
-            if let Some(saved) = store.load(index).filter(|b| b.len() == size) {
-                tiles.push(saved);
-                counts.reused += 1;
-                progress(index + 1, total);
-                continue;
-            }
-            if cancel.load(Ordering::Relaxed) {
-                return Err(RenderError::Cancelled { done: index, total });
-            }
-            let bytes = self.draw_tile(scene, &buffers, &tile)?;
-            store
-                .save(index, &bytes)
-                .map_err(|why| RenderError::Output { path: format!("tile {index}"), why })?;
-            tiles.push(bytes);
-            counts.rendered += 1;
-            progress(index + 1, total);
-        }
-        Ok((assemble(scene, tiles), counts))
+        run_tiles(&scene.grid(), store, cancel, progress, |tile| self.draw_tile(scene, &buffers, tile))
     }
 }
