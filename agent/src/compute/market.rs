@@ -237,6 +237,7 @@ async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32) -> Result<Committed> {
     let inputs = ctx.inputs(&spec, &[]).await?;
     let devices = ctx.devices()?;
     let key = tiles_key(ctx.market, entry.job_id, attempt);
+    let max_output = spec.limits.max_output_bytes;
     let flag = Arc::new(AtomicBool::new(false));
     let stop = {
         let (flag, cancel) = (flag.clone(), ctx.cancel.clone());
@@ -268,6 +269,11 @@ async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32) -> Result<Committed> {
     stop.abort();
     let image = image??;
     let png = image.png()?;
+    anyhow::ensure!(
+        png.len() as u64 <= max_output,
+        "the output is {} bytes, more than the job's max_output_bytes ({max_output})",
+        png.len()
+    );
     let node = ctx.setup.node.as_ref().context("the network is disabled: cannot store the output")?;
     let output = objects::store(node, png, ctx.setup.segment_size).await.context("storing the output")?;
     let root = B256::from(image.root);
@@ -288,6 +294,7 @@ struct Worker {
     /// past its wall time must not get a fresh one by being started again).
     given_up: std::collections::HashSet<(u64, u32)>,
     verifying: HashMap<u64, JoinHandle<Result<bool>>>,
+    /// The verifier pool membership was settled (joined, or left when verify is off).
     enrolled: bool,
     enroll_warned: bool,
 }
@@ -382,19 +389,31 @@ impl Worker {
         Ok(())
     }
 
-    /// Joins the verifier pool once, when `compute.verify` is on.
+    /// Joins the verifier pool once when `compute.verify` is on, and leaves it once when it is
+    /// off (a member that never votes only makes drawn jobs wait for their vote window).
     async fn enroll(&mut self) {
-        if self.enrolled || !self.ctx.setup.cfg.verify {
+        if self.enrolled {
             return;
         }
         let me = self.me();
-        match self.ctx.view().isVerifier(me).call().await {
-            Ok(true) => {
-                self.enrolled = true;
-                return;
-            }
-            Ok(false) => {}
+        let member = match self.ctx.view().isVerifier(me).call().await {
+            Ok(member) => member,
             Err(_) => return,
+        };
+        if !self.ctx.setup.cfg.verify {
+            self.enrolled = true;
+            if member {
+                let call = ComputeMarket::leaveCall {};
+                match self.ctx.link.send(self.ctx.market, &call, "leave the compute verifier pool").await {
+                    Ok(_) => tracing::info!("compute.verify is off: left the verifier pool"),
+                    Err(e) => tracing::warn!(error = %e, "leaving the verifier pool failed"),
+                }
+            }
+            return;
+        }
+        if member {
+            self.enrolled = true;
+            return;
         }
         let can = ProviderRegistry::new(self.ctx.link.registry, &self.ctx.link.provider)
             .canServe(me)
