@@ -29,6 +29,8 @@ pub struct ApiState {
     pub network: Option<crate::net::node::NodeHandle>,
     /// The chain watcher's state, when the chain is enabled (`None` inside until connected).
     pub chain: Option<tokio::sync::watch::Receiver<Option<bigfile_chain::WatcherStatus>>>,
+    /// The compute jobs running here.
+    pub jobs: crate::compute::progress::JobProgress,
 }
 
 /// The chain part of `/status`.
@@ -90,6 +92,8 @@ pub struct Status {
     pub network: Option<crate::net::node::NetInfo>,
     /// The chain (absent when disabled).
     pub chain: Option<ChainStatus>,
+    /// Compute jobs running here, tile by tile.
+    pub jobs: Vec<crate::compute::progress::Running>,
 }
 
 /// The `/peers` document: the node's view of the network.
@@ -144,6 +148,7 @@ async fn status(State(s): State<ApiState>) -> Response {
         scrub: s.store.scrub_stats().snapshot(),
         network,
         chain: s.chain.as_ref().map(|rx| ChainStatus::from_watch(&rx.borrow())),
+        jobs: s.jobs.snapshot(),
     })
     .into_response()
 }

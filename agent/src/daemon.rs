@@ -56,6 +56,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     let hints = Arc::new(net::repair::RepairHints::default());
     // Storage proofs hold it; compute jobs (to come) wait at tile boundaries while it is held.
     let proof_gate = crate::compute::ProofGate::new();
+    // The running compute jobs, tile by tile, for /status.
+    let job_progress = crate::compute::progress::JobProgress::default();
     let network = if cfg.network.enabled {
         let opts = net::node_options(&cfg, identity.clone(), true);
         let (node, inbound, mut event_loop) = net::node::build(opts)?;
@@ -104,6 +106,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             started,
             network: network.clone(),
             chain: chain_status.as_ref().map(|(_, rx)| rx.clone()),
+            jobs: job_progress.clone(),
         };
         tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
         let token = root.child_token();
@@ -124,6 +127,7 @@ pub async fn run(cfg: Config) -> Result<()> {
                 cfg: cfg.compute.clone(),
                 node: network.clone(),
                 segment_size: cfg.storage.segment_size.0 as u32,
+                progress: job_progress.clone(),
             }),
         };
         tasks.spawn(async move { ("chain", crate::chain::service::run(c, signer, s, shared, token).await) });

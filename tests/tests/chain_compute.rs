@@ -117,6 +117,15 @@ fn a_lazy_render_is_slashed_then_render_and_infer_jobs_are_paid() {
     wait_for(Duration::from_secs(120), "the honest provider's first progress", || {
         cluster.providers[HONEST].node.log().contains("compute job progress").then_some(())
     });
+    // Its /status shows the job running, tile by tile.
+    let status = cluster.providers[HONEST].api_json("/status").expect("/status");
+    let running = status["jobs"].as_array().expect("jobs in /status");
+    assert!(
+        running
+            .iter()
+            .any(|j| j["job_id"] == 1 && j["attempt"] == 1 && j["done"].as_u64().is_some_and(|d| d >= 4)),
+        "{status}"
+    );
     cluster.kill(HONEST);
     cluster.restart(HONEST);
 

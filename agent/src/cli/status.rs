@@ -63,7 +63,19 @@ pub fn summary(v: &serde_json::Value) -> String {
         ),
         Some(c) => format!("\n  chain:    not connected ({})", c["last_error"].as_str().unwrap_or("?")),
         None => "\n  chain:    disabled".into(),
-    }
+    } + &v["jobs"]
+        .as_array()
+        .map(|jobs| {
+            jobs.iter()
+                .map(|j| {
+                    format!(
+                        "\n  job {}:   attempt {}, {} of {} tiles",
+                        j["job_id"], j["attempt"], j["done"], j["total"]
+                    )
+                })
+                .collect::<String>()
+        })
+        .unwrap_or_default()
 }
 
 /// Human lines from the `/peers` document.

@@ -69,6 +69,8 @@ pub struct ComputeSetup {
     pub node: Option<NodeHandle>,
     /// Segment size of stored outputs (`storage.segment_size`).
     pub segment_size: u32,
+    /// Where the running jobs are, for `/status`.
+    pub progress: super::progress::JobProgress,
 }
 
 /// Records posted jobs from the ComputeMarket's events.
@@ -248,6 +250,7 @@ async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32) -> Result<Committed> {
     };
     let (tree, gate, job, counters) =
         (ctx.tiles.clone(), ctx.gate.clone(), entry.job_id, ctx.counters.clone());
+    let progress = ctx.setup.progress.clone();
     let image = tokio::task::spawn_blocking(move || {
         let tiles = SledTiles::new(tree, key);
         let kept = tiles.count();
@@ -257,6 +260,7 @@ async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32) -> Result<Committed> {
         let mut next = 25;
         let mut counted = kept as u32;
         run::run(&spec, &inputs, &devices, &tiles, &flag, &gate, |done, total| {
+            progress.set(job, attempt, done, total);
             ChainCounters::add(&counters.job_tiles, u64::from(done.saturating_sub(counted)));
             counted = counted.max(done);
             if done * 100 >= next * total {
@@ -267,6 +271,7 @@ async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32) -> Result<Committed> {
     })
     .await;
     stop.abort();
+    ctx.setup.progress.finish(job);
     let image = image??;
     let png = image.png()?;
     anyhow::ensure!(

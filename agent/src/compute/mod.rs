@@ -8,6 +8,7 @@ pub mod client;
 pub mod gate;
 pub mod market;
 pub mod objects;
+pub mod progress;
 pub mod run;
 pub mod tiles;
 
