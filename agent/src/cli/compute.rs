@@ -118,6 +118,9 @@ struct Devices {
     wgpu: Vec<bigfile_compute::DeviceInfo>,
     /// candle devices (inference): `cpu`, and `cuda:N` in a `cuda` build.
     infer: Vec<String>,
+    /// In a `cuda` build without a usable CUDA device: why `cuda:0` does not open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cuda_error: Option<String>,
 }
 
 /// `devices`: every wgpu adapter that can run compute shaders, best first, and the inference
@@ -125,9 +128,16 @@ struct Devices {
 pub fn devices(out: &Output) -> Result<ExitCode> {
     let list = bigfile_compute::gpu::list();
     let infer: Vec<String> = bigfile_compute::infer::devices().iter().map(|d| d.name()).collect();
-    let all = Devices { wgpu: list.clone(), infer: infer.clone() };
+    // A CUDA build that finds no CUDA device says why (driver missing, no GPU, ...).
+    let cuda_error = (cfg!(feature = "cuda") && infer.len() == 1)
+        .then(|| bigfile_compute::infer::InferDevice::Cuda(0).probe().err().map(|e| e.to_string()))
+        .flatten();
+    let all = Devices { wgpu: list.clone(), infer: infer.clone(), cuda_error: cuda_error.clone() };
     out.print(&all, || {
-        let inference = format!("inference (candle): {}", infer.join(", "));
+        let mut inference = format!("inference (candle): {}", infer.join(", "));
+        if let Some(why) = &cuda_error {
+            inference += &format!(" (no CUDA device: {why})");
+        }
         if list.is_empty() {
             return format!(
                 "no wgpu adapter with compute shaders (install mesa-vulkan-drivers for lavapipe)\n{inference}"

@@ -172,23 +172,11 @@ impl JobClient {
                 }
                 state::CANCELLED => bail!("job {job_id} was cancelled"),
                 state::ACCEPTED if head > view.deadline + 2 => {
-                    let _ = self
-                        .link
-                        .send(
-                            self.market,
-                            &ComputeMarket::expireCall { jobId: job },
-                            format!("expire job {job_id}"),
-                        )
+                    self.prod(&ComputeMarket::expireCall { jobId: job }, format!("expire job {job_id}"))
                         .await;
                 }
                 state::COMMITTED if head > view.seedBlock + 3 => {
-                    let _ = self
-                        .link
-                        .send(
-                            self.market,
-                            &ComputeMarket::drawCall { jobId: job },
-                            format!("draw for job {job_id}"),
-                        )
+                    self.prod(&ComputeMarket::drawCall { jobId: job }, format!("draw for job {job_id}"))
                         .await;
                 }
                 state::DRAWN => {
@@ -198,13 +186,7 @@ impl JobClient {
                     }
                     let settle = head > view.voteDeadline + 2 || all_voted_at.is_some_and(|b| head > b + 3);
                     if settle {
-                        let _ = self
-                            .link
-                            .send(
-                                self.market,
-                                &ComputeMarket::settleCall { jobId: job },
-                                format!("settle job {job_id}"),
-                            )
+                        self.prod(&ComputeMarket::settleCall { jobId: job }, format!("settle job {job_id}"))
                             .await;
                     }
                 }
@@ -217,6 +199,16 @@ impl JobClient {
                 );
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl JobClient {
+    /// Sends a call that moves a job along; when it fails (someone else was first), the next
+    /// read of the job shows where it is.
+    async fn prod<C: bigfile_chain::alloy::sol_types::SolCall>(&self, call: &C, label: String) {
+        if let Err(e) = self.link.send(self.market, call, label).await {
+            tracing::debug!(error = %e, "a call to move the job along failed");
         }
     }
 }

@@ -314,6 +314,11 @@ impl InferDevice {
         }
     }
 
+    /// Whether the device opens here; the error says why not (no CUDA build, no driver, ...).
+    pub fn probe(&self) -> Result<(), InferError> {
+        self.open().map(|_| ())
+    }
+
     fn open(&self) -> Result<Device, InferError> {
         match self {
             InferDevice::Cpu => Ok(Device::Cpu),
