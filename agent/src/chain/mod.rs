@@ -95,6 +95,12 @@ impl ChainLink {
         BIG::new(self.token, &self.provider)
     }
 
+    /// The libp2p peer id `account` registered, if it registered a valid one.
+    pub async fn peer_of(&self, account: Address) -> Option<libp2p::PeerId> {
+        let bytes = self.registry().peerIdOf(account).call().await.ok()?;
+        libp2p::PeerId::from_bytes(&bytes).ok()
+    }
+
     /// Sends a call through the sender.
     pub async fn send<C: bigfile_chain::alloy::sol_types::SolCall>(
         &self,

@@ -11,7 +11,7 @@ use bigfile_chain::alloy::primitives::{Address, U256};
 use bigfile_chain::alloy::providers::Provider;
 use bigfile_chain::alloy::rpc::types::Filter;
 use bigfile_chain::alloy::sol_types::SolEvent;
-use bigfile_chain::bindings::{ComputeMarket, ProviderRegistry};
+use bigfile_chain::bindings::ComputeMarket;
 use bigfile_compute::infer::{InputImage, Weights};
 use bigfile_compute::scene::{Scene, TileGrid};
 use bigfile_compute::spec::{Job, JobSpec, Limits, render_device_memory, render_output_bytes};
@@ -206,7 +206,7 @@ async fn post_and_follow(
             })
             .await?;
         let path = args.output.clone().unwrap_or_else(|| PathBuf::from(format!("job-{}.png", posted.job_id)));
-        let also: Vec<libp2p::PeerId> = jobs.peer_of(done.provider).await.into_iter().collect();
+        let also: Vec<libp2p::PeerId> = jobs.link().peer_of(done.provider).await.into_iter().collect();
         let client = Client::start(cfg, Duration::from_secs(20)).await?;
         let png = objects::fetch(
             &client.node,
@@ -373,13 +373,6 @@ pub fn jobs(cfg: &Config, cmd: JobsCmd, out: &Output) -> Result<ExitCode> {
 }
 
 impl JobClient {
-    /// The peer id `account` registered.
-    pub async fn peer_of(&self, account: Address) -> Option<libp2p::PeerId> {
-        let registry = ProviderRegistry::new(self.link().registry, &self.link().provider);
-        let bytes = registry.peerIdOf(account).call().await.ok()?;
-        libp2p::PeerId::from_bytes(&bytes).ok()
-    }
-
     /// Jobs this account accepted or was drawn to verify, by id.
     async fn mine(&self) -> Result<Vec<u64>> {
         let me = self.me();

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use bigfile_chain::alloy::primitives::{Address, B256, U256, keccak256};
 use bigfile_chain::alloy::providers::Provider;
-use bigfile_chain::bindings::{ComputeMarket, ProviderRegistry};
+use bigfile_chain::bindings::ComputeMarket;
 use bigfile_chain::compute::PostedJob;
 use bigfile_chain::watcher::{Handler, HandlerError, LogBatch, Rewind};
 use bigfile_compute::spec::{Job, JobSpec};
@@ -163,16 +163,6 @@ impl Ctx {
         })
     }
 
-    /// The peer id a registered account published.
-    async fn peer_of(&self, account: Address) -> Option<PeerId> {
-        let bytes = ProviderRegistry::new(self.link.registry, &self.link.provider)
-            .peerIdOf(account)
-            .call()
-            .await
-            .ok()?;
-        PeerId::from_bytes(&bytes).ok()
-    }
-
     /// Fetches the job's inputs (an inference's model and image) from the network.
     async fn inputs(&self, spec: &JobSpec, also: &[PeerId]) -> Result<Inputs> {
         let Job::Infer { model, input } = &spec.job else { return Ok(Inputs::default()) };
@@ -220,23 +210,23 @@ pub fn terms(cfg: &ComputeConfig, entry: &JobEntry, spec: &JobSpec, inputs: &Inp
     Ok(())
 }
 
-/// Why this agent does not take `entry` (`None` when it does).
-async fn decline_reason(ctx: &Ctx, entry: &JobEntry) -> Option<String> {
-    let spec = match precheck(&ctx.setup.cfg, entry) {
-        Ok(spec) => spec,
-        Err(why) => return Some(why),
-    };
-    let inputs = match ctx.inputs(&spec, &[]).await {
-        Ok(i) => i,
-        Err(e) => return Some(format!("{e:#}")),
-    };
-    terms(&ctx.setup.cfg, entry, &spec, &inputs).err()
+/// The inputs of `entry` when this agent takes it (fetched for the checks, handed to the run),
+/// or why it does not.
+async fn assess(ctx: &Ctx, entry: &JobEntry) -> Result<Inputs, String> {
+    let spec = precheck(&ctx.setup.cfg, entry)?;
+    let inputs = ctx.inputs(&spec, &[]).await.map_err(|e| format!("{e:#}"))?;
+    terms(&ctx.setup.cfg, entry, &spec, &inputs)?;
+    Ok(inputs)
 }
 
-/// Runs an accepted job to its committed result: inputs, tiles, output object, `submitResult`.
-async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32) -> Result<Committed> {
+/// Runs an accepted job to its committed result: inputs (fetched unless given), tiles, output
+/// object, `submitResult`.
+async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32, inputs: Option<Inputs>) -> Result<Committed> {
     let spec = JobSpec::from_json(&String::from_utf8_lossy(&entry.spec), "spec")?;
-    let inputs = ctx.inputs(&spec, &[]).await?;
+    let inputs = match inputs {
+        Some(inputs) => inputs,
+        None => ctx.inputs(&spec, &[]).await?,
+    };
     let devices = ctx.devices()?;
     let key = tiles_key(ctx.market, entry.job_id, attempt);
     let max_output = spec.limits.max_output_bytes;
@@ -420,11 +410,7 @@ impl Worker {
             self.enrolled = true;
             return;
         }
-        let can = ProviderRegistry::new(self.ctx.link.registry, &self.ctx.link.provider)
-            .canServe(me)
-            .call()
-            .await
-            .unwrap_or(false);
+        let can = self.ctx.link.registry().canServe(me).call().await.unwrap_or(false);
         if !can {
             if !std::mem::replace(&mut self.enroll_warned, true) {
                 tracing::warn!(
@@ -490,21 +476,24 @@ impl Worker {
                 if entry.decided_attempt == Some(view.attempt) {
                     return Ok(());
                 }
-                let reason = if self.ctx.view().barred(job, me).call().await.unwrap_or(false) {
-                    Some("this node's result failed its check or missed its deadline".to_string())
+                let assessed = if self.ctx.view().barred(job, me).call().await.unwrap_or(false) {
+                    Err("this node's result failed its check or missed its deadline".to_string())
                 } else if entry.client == me {
-                    Some("this node posted it".to_string())
+                    Err("this node posted it".to_string())
                 } else {
-                    decline_reason(&self.ctx, entry).await
+                    assess(&self.ctx, entry).await
                 };
-                if let Some(why) = &reason {
-                    tracing::info!(job = entry.job_id, attempt = view.attempt, why = %why, "not taking compute job");
-                    self.ctx.book.update(entry.job_id, |e| {
-                        e.declined = reason.clone();
-                        e.decided_attempt = Some(view.attempt);
-                    })?;
-                    return Ok(());
-                }
+                let inputs = match assessed {
+                    Ok(inputs) => inputs,
+                    Err(why) => {
+                        tracing::info!(job = entry.job_id, attempt = view.attempt, why = %why, "not taking compute job");
+                        self.ctx.book.update(entry.job_id, |e| {
+                            e.declined = Some(why);
+                            e.decided_attempt = Some(view.attempt);
+                        })?;
+                        return Ok(());
+                    }
+                };
                 let call = ComputeMarket::acceptCall { jobId: job };
                 match self
                     .ctx
@@ -515,7 +504,7 @@ impl Worker {
                     Ok(_) => {
                         tracing::info!(job = entry.job_id, attempt = view.attempt, "compute job accepted");
                         ChainCounters::add(&self.ctx.counters.jobs_accepted, 1);
-                        self.spawn_run(entry, view.attempt);
+                        self.spawn_run(entry, view.attempt, Some(inputs));
                     }
                     // Another provider was faster, most likely: the next poll reads its state.
                     Err(e) => {
@@ -528,7 +517,7 @@ impl Worker {
                 let given_up = self.given_up.contains(&(entry.job_id, view.attempt));
                 if !done && !given_up && !self.running.contains_key(&entry.job_id) && head <= view.deadline {
                     tracing::info!(job = entry.job_id, "resuming compute job");
-                    self.spawn_run(entry, view.attempt);
+                    self.spawn_run(entry, view.attempt, None);
                 }
             }
             // Another provider's deadline passed without a result: send the job back to the
@@ -563,8 +552,8 @@ impl Worker {
         Ok(())
     }
 
-    fn spawn_run(&mut self, entry: &JobEntry, attempt: u32) {
-        let task = tokio::spawn(provide(self.ctx.clone(), entry.clone(), attempt));
+    fn spawn_run(&mut self, entry: &JobEntry, attempt: u32, inputs: Option<Inputs>) {
+        let task = tokio::spawn(provide(self.ctx.clone(), entry.clone(), attempt, inputs));
         self.running.insert(entry.job_id, (attempt, task));
     }
 
@@ -628,7 +617,7 @@ async fn verify_and_vote(
     let job = U256::from(entry.job_id);
     let spec = JobSpec::from_json(&String::from_utf8_lossy(&entry.spec), "spec")?;
     let node = ctx.setup.node.as_ref().context("the network is disabled: cannot fetch the output")?;
-    let also: Vec<PeerId> = ctx.peer_of(view.provider).await.into_iter().collect();
+    let also: Vec<PeerId> = ctx.link.peer_of(view.provider).await.into_iter().collect();
     let inputs = ctx.inputs(&spec, &also).await?;
     let tiles = ctx.view().tilesFor(job, me).call().await.context("tilesFor")?;
     let max = spec.limits.max_output_bytes.min(ctx.setup.cfg.max_output_bytes.0);

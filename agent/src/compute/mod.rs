@@ -120,7 +120,7 @@ mod tests {
                 "limits": {{"max_wall_secs": 600, "max_device_memory": 268435456, "max_output_bytes": 1048576}}}}"#
         );
         let spec = JobSpec::from_json(&text, "spec").expect("spec");
-        assert_eq!(run::tile_count(&spec, &inputs).expect("tiles"), 4);
+        assert_eq!(check::grid(&spec, &inputs).expect("tiles").count(), 4);
         let tiles = sled_tiles(dir.path(), 3);
         let image = run::run(
             &spec,

@@ -57,14 +57,6 @@ pub enum RunError {
     },
 }
 
-/// Tiles the output of `spec` is committed in (what a posted job's `tiles` must say).
-pub fn tile_count(spec: &JobSpec, inputs: &Inputs) -> Result<u32, RunError> {
-    Ok(match &spec.job {
-        Job::Render { scene } => scene.tile_count(),
-        Job::Infer { .. } => InputImage::from_png(&inputs.input, "input")?.output_grid().count(),
-    })
-}
-
 /// Runs `spec` to its image. `progress(done, total)` after each tile.
 pub fn run(
     spec: &JobSpec,
