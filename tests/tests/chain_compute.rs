@@ -202,12 +202,22 @@ fn a_lazy_render_is_slashed_then_render_and_infer_jobs_are_paid() {
     assert_eq!(all_paid.len(), 2);
     let payments = U256::from(15u128 * BIG_UNIT);
     let total_paid: U256 = all_paid.iter().map(|p| p.paid + p.fees).sum();
-    // The failed check's fees came out of the render's escrow too.
+    // The failed check's fees (and those of any inconclusive round before it) came out of the
+    // render's escrow too, and the lazy provider's slash refilled them; the rest was burned.
     let fee = U256::from(10u128 * BIG_UNIT) / U256::from(10) / U256::from(2);
     let voted_on_failure = U256::from(failed.mismatches + failed.matches);
-    assert_eq!(total_paid + fee * voted_on_failure, payments, "escrow paid out whole");
+    let inconclusive: U256 =
+        chain.logs::<ComputeMarket::CheckInconclusive>(market).iter().map(|i| i.fees).sum();
+    assert_eq!(
+        total_paid + fee * voted_on_failure + inconclusive,
+        payments + failed.refilled,
+        "escrow paid out whole"
+    );
+    assert!(failed.refilled > U256::ZERO && failed.refilled < failed.slashed, "{failed:?}");
+    let burn = chain.block(view.BURN().call()).expect("BURN");
+    assert_eq!(chain.balance(burn), failed.slashed - failed.refilled, "the rest of the slash is burned");
     let initial = options.big_per_account;
-    assert_eq!(chain.balance(client), initial - payments + failed.slashed, "the client's balance");
+    assert_eq!(chain.balance(client), initial - payments, "the client is made whole, no more");
     let claimable = chain.block(view.claimable(providers[HONEST]).call()).expect("claimable");
     assert!(claimable >= paid.paid, "the honest provider can claim its pay");
     let claim = cluster.providers[HONEST].node.json(&["rewards", "claim"]);

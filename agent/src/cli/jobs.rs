@@ -263,6 +263,8 @@ struct JobRow {
     payment: String,
     tiles: u32,
     attempt: u32,
+    /// Inconclusive checks of the current result so far (each draws fresh verifiers).
+    check_round: u32,
     root: String,
     output_id: String,
     matches: u32,
@@ -307,6 +309,7 @@ pub fn jobs(cfg: &Config, cmd: JobsCmd, out: &Output) -> Result<ExitCode> {
                 payment: format_big(v.payment),
                 tiles: v.tiles,
                 attempt: v.attempt,
+                check_round: v.round,
                 root: v.root.to_string(),
                 output_id: v.outputId.to_string(),
                 matches: v.matches,

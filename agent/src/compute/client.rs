@@ -149,6 +149,10 @@ impl JobClient {
             let st = view.state as u8;
             let now = match st {
                 state::ACCEPTED => format!("accepted by {} (attempt {})", view.provider, view.attempt + 1),
+                state::COMMITTED if view.round > 0 => format!(
+                    "check inconclusive (no majority of the drawn verifiers): drawing again, round {}",
+                    view.round + 1
+                ),
                 state::DRAWN => {
                     format!("verifiers drawn; votes {} match, {} mismatch", view.matches, view.mismatches)
                 }

@@ -281,6 +281,12 @@ async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32, inputs: Option<Inputs>
     Ok(Committed { attempt, root, output_id })
 }
 
+/// Blocks past a result's seed block after which any node, not only its provider, calls `draw`.
+const DRAW_GRACE: u64 = 3;
+/// How often the verifier pool membership is read again (the market removes a drawn verifier
+/// that stayed silent through an inconclusive check; this node then enrolls again).
+const ENROLL_RECHECK: Duration = Duration::from_secs(30);
+
 /// The worker's memory within one run.
 struct Worker {
     ctx: Ctx,
@@ -289,8 +295,10 @@ struct Worker {
     /// past its wall time must not get a fresh one by being started again).
     given_up: std::collections::HashSet<(u64, u32)>,
     verifying: HashMap<u64, JoinHandle<Result<bool>>>,
-    /// The verifier pool membership was settled (joined, or left when verify is off).
-    enrolled: bool,
+    /// When the verifier pool membership was last settled (joined, or left when verify is off).
+    enrolled_at: Option<std::time::Instant>,
+    /// Whether this node was in the pool when last settled.
+    was_member: bool,
     enroll_warned: bool,
 }
 
@@ -345,7 +353,8 @@ pub async fn run(
         running: HashMap::new(),
         given_up: Default::default(),
         verifying: HashMap::new(),
-        enrolled: false,
+        enrolled_at: None,
+        was_member: false,
         enroll_warned: false,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(chain.poll_interval_ms));
@@ -384,10 +393,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Joins the verifier pool once when `compute.verify` is on, and leaves it once when it is
-    /// off (a member that never votes only makes drawn jobs wait for their vote window).
+    /// Joins the verifier pool when `compute.verify` is on, and leaves it when it is off (a
+    /// member that never votes only makes drawn jobs wait for their vote window); read again
+    /// every `ENROLL_RECHECK`, so a node the market removed for silence enrolls again.
     async fn enroll(&mut self) {
-        if self.enrolled {
+        if self.enrolled_at.is_some_and(|t| t.elapsed() < ENROLL_RECHECK) {
             return;
         }
         let me = self.me();
@@ -396,7 +406,8 @@ impl Worker {
             Err(_) => return,
         };
         if !self.ctx.setup.cfg.verify {
-            self.enrolled = true;
+            self.enrolled_at = Some(std::time::Instant::now());
+            self.was_member = false;
             if member {
                 let call = ComputeMarket::leaveCall {};
                 match self.ctx.link.send(self.ctx.market, &call, "leave the compute verifier pool").await {
@@ -407,8 +418,15 @@ impl Worker {
             return;
         }
         if member {
-            self.enrolled = true;
+            self.enrolled_at = Some(std::time::Instant::now());
+            self.was_member = true;
             return;
+        }
+        if self.was_member {
+            tracing::warn!(
+                "this node is no longer in the compute verifier pool (the market removes a drawn verifier that did not vote in time): enrolling again"
+            );
+            self.was_member = false;
         }
         let can = self.ctx.link.registry().canServe(me).call().await.unwrap_or(false);
         if !can {
@@ -427,7 +445,8 @@ impl Worker {
         {
             Ok(_) => {
                 tracing::info!("enrolled as a compute verifier");
-                self.enrolled = true;
+                self.enrolled_at = Some(std::time::Instant::now());
+                self.was_member = true;
             }
             Err(e) => tracing::warn!(error = %e, "enrolling as a compute verifier failed; retrying"),
         }
@@ -533,12 +552,24 @@ impl Worker {
                     tracing::debug!(job = entry.job_id, error = %e, "expire failed (expired by another?)");
                 }
             }
-            state::COMMITTED if view.provider == me && head > view.seedBlock => {
+            // The provider draws as soon as the seed block is mined; any other node a few blocks
+            // later (a provider that died after committing, or after an inconclusive check).
+            state::COMMITTED
+                if (view.provider == me && head > view.seedBlock) || head > view.seedBlock + DRAW_GRACE =>
+            {
                 let call = ComputeMarket::drawCall { jobId: job };
-                self.ctx
+                let sent = self
+                    .ctx
                     .link
                     .send(self.ctx.market, &call, format!("draw verifiers for compute job {}", entry.job_id))
-                    .await?;
+                    .await;
+                match sent {
+                    Ok(_) => {}
+                    Err(e) if view.provider == me => return Err(e.into()),
+                    Err(e) => {
+                        tracing::debug!(job = entry.job_id, error = %e, "draw failed (drawn by another?)")
+                    }
+                }
             }
             state::DRAWN => self.drawn(entry, &view, head).await?,
             state::DONE | state::CANCELLED => {
@@ -595,6 +626,15 @@ impl Worker {
                             tracing::info!(job = entry.job_id, paid = %crate::chain::format_big(p.inner.data.paid), "compute job settled: paid");
                         } else if let Ok(f) = log.log_decode::<ComputeMarket::JobFailed>() {
                             tracing::warn!(job = entry.job_id, slashed = %crate::chain::format_big(f.inner.data.slashed), "compute job settled: the result failed its check");
+                        } else if let Ok(i) = log.log_decode::<ComputeMarket::CheckInconclusive>() {
+                            let d = &i.inner.data;
+                            tracing::info!(
+                                job = entry.job_id,
+                                matches = d.matches,
+                                mismatches = d.mismatches,
+                                round = d.round,
+                                "compute check inconclusive (no majority of the drawn verifiers): drawn again"
+                            );
                         }
                     }
                 }

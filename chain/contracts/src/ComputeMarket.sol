@@ -18,20 +18,28 @@ import {RewardLedger} from "./RewardLedger.sol";
 /// 4. `draw` (anyone, once `seedBlock` is mined): up to `verifiersPerJob` verifiers are drawn from
 ///    the enrolled pool, see `_choose`. Each re-executes the tiles `tilesFor` gives it off chain.
 /// 5. `vote`: each drawn verifier says whether its tiles match, within `voteWindowBlocks`.
-/// 6. `settle` (anyone, once all voted or the window closed): the result failed iff mismatch
-///    votes outnumber match votes. Passed: the provider is credited the escrow less the fees of
-///    the verifiers who voted. Failed: the provider is slashed `slashBps` of its stake to the
-///    client, barred from the job, and the job is posted again (same spec, escrow less the fees).
-///    `expire` does the same to a provider that let its deadline pass without a result.
+/// 6. `settle` (anyone, once all voted or the window closed), see `_outcome`: a majority of the
+///    drawn seats voting mismatch fails the result, a majority voting match passes it; otherwise
+///    the check is inconclusive and, up to `MAX_ROUNDS` rounds, new verifiers are drawn from a
+///    new seed block (the silent ones leave the pool). In the last round mismatch votes must
+///    outnumber match votes to fail it. Passed: the provider is credited the escrow less the
+///    fees of the verifiers who voted. Failed: the provider is slashed `slashBps` of its stake,
+///    barred from the job, and the job is posted again (same spec); the slash first refills the
+///    escrow up to the payment (the fees the checks cost the client) and the rest is burned.
+///    `expire` slashes a provider that let its deadline pass without a result to the client and
+///    posts the job again the same way.
 ///
-/// Why ties pass: a single lazy verifier (no vote) must not be able to stop a payment, and a
-/// single lying verifier must not get a provider slashed alone when the others vote match. With
-/// no vote at all the provider is paid: withholding votes gains the verifiers nothing.
+/// Why a majority of the drawn seats: one lying verifier must not get an honest provider slashed
+/// while the others are silent, and one lazy verifier must not pass a bad result either; a
+/// silent seat counts for no side, so an undecided check is drawn again with fresh verifiers and
+/// fresh tiles rather than decided by whoever happened to vote. Why the slash is burned and not
+/// paid to the client: a client that also runs verifiers would otherwise profit from voting an
+/// honest result down; refilling the escrow only makes the client whole for the fees.
 ///
 /// Fees: each verifier that voted (either way) earns `escrow * verifierFeeBps / 10000 /
 /// verifiersPerJob`. The shares of drawn verifiers that did not vote, and of seats left empty
 /// (fewer eligible verifiers than `verifiersPerJob`), go to the provider on a pass and stay in
-/// the escrow on a failure. Everything credited is claimed with `claimRewards`, so
+/// the escrow on a failure or an inconclusive round. Everything credited is claimed with `claimRewards`, so
 /// `BIG.balanceOf(market) == sum of escrow of open jobs + sum of claimable`.
 contract ComputeMarket is IComputeMarket, RewardLedger {
     using SafeERC20 for IERC20;
@@ -51,6 +59,11 @@ contract ComputeMarket is IComputeMarket, RewardLedger {
     uint256 public constant MAX_INPUTS = 8;
     uint256 public constant MAX_FEE_BPS = 5_000;
     uint256 public constant BPS = 10_000;
+    /// Checks drawn for one result at most (the first and up to two re-draws when inconclusive).
+    uint256 public constant MAX_ROUNDS = 3;
+    /// Where the part of a failed provider's slash that does not refill the escrow goes (BIG
+    /// has no burn function; nobody holds this address's key).
+    address public constant BURN = 0x000000000000000000000000000000000000dEaD;
 
     // Storage layout: a job takes eight words, each first written by the step that needs it
     // (head, money and specHash by `postJob`; work by `accept`; root and outputId by
@@ -79,7 +92,8 @@ contract ComputeMarket is IComputeMarket, RewardLedger {
     }
 
     /// The check of the current result; `votedMask` bit `i` is set once drawn verifier `i` voted.
-    /// `attempt` (re-posts so far) survives the reset of the rest when the job is re-posted.
+    /// `attempt` (re-posts so far) survives the reset of the rest when the job is re-posted;
+    /// `round` (inconclusive checks of this result) when it is drawn again.
     struct JobCheck {
         uint48 voteDeadline;
         uint8 drawn;
@@ -87,6 +101,13 @@ contract ComputeMarket is IComputeMarket, RewardLedger {
         uint8 matches;
         uint8 mismatches;
         uint32 attempt;
+        uint8 round;
+    }
+
+    enum Outcome {
+        Passed,
+        Failed,
+        Inconclusive
     }
 
     struct Job {
@@ -316,8 +337,9 @@ contract ComputeMarket is IComputeMarket, RewardLedger {
     // Anyone
 
     /// Ends the check of a result once every drawn verifier voted or the vote window closed:
-    /// pays the verifiers who voted, then pays the provider (passed: mismatches <= matches) or
-    /// slashes it and posts the job again (failed: mismatches > matches).
+    /// pays the verifiers who voted, then, by `_outcome`, pays the provider, or slashes it and
+    /// posts the job again, or (inconclusive) removes the silent verifiers from the pool and
+    /// draws the check again from the next block's hash.
     function settle(uint256 jobId) external {
         Job storage job = _job(jobId);
         State s = job.head.state;
@@ -329,8 +351,11 @@ contract ComputeMarket is IComputeMarket, RewardLedger {
         uint256 escrow = job.money.escrow;
         uint256 fees = _payVerifiers(jobId, c, escrow, voted);
         address provider = job.work.provider;
-        if (c.mismatches > c.matches) {
+        Outcome outcome = _outcome(c);
+        if (outcome == Outcome.Failed) {
             _fail(jobId, job, provider, escrow - fees, c);
+        } else if (outcome == Outcome.Inconclusive) {
+            _redraw(jobId, job, escrow - fees, fees, c);
         } else {
             uint256 paid = escrow - fees;
             job.head.state = State.Done;
@@ -384,6 +409,7 @@ contract ComputeMarket is IComputeMarket, RewardLedger {
         v.attempt = c.attempt;
         v.matches = c.matches;
         v.mismatches = c.mismatches;
+        v.round = c.round;
     }
 
     /// The object ids the job reads.
@@ -516,19 +542,58 @@ contract ComputeMarket is IComputeMarket, RewardLedger {
         return share * voted;
     }
 
+    /// The verdict of a closed check (`c`, its votes in): a strict majority of the drawn seats
+    /// decides; without one the check is drawn again, except in round `MAX_ROUNDS - 1`, where
+    /// the result fails iff mismatch votes outnumber match votes (silence and ties pass). No
+    /// verifier drawn at all (an empty pool) passes at once.
+    function _outcome(JobCheck memory c) private pure returns (Outcome) {
+        uint256 half = uint256(c.drawn) / 2;
+        if (c.mismatches > half) return Outcome.Failed;
+        if (c.matches > half || c.drawn == 0) return Outcome.Passed;
+        if (uint256(c.round) + 1 < MAX_ROUNDS) return Outcome.Inconclusive;
+        return c.mismatches > c.matches ? Outcome.Failed : Outcome.Passed;
+    }
+
     /// A failed check: the job keeps `escrow` (its escrow less the fees paid), the provider is
-    /// slashed to the client and barred, and the job is open again.
+    /// slashed and barred, and the job is open again. The slash refills the escrow up to the
+    /// payment; the rest goes to `BURN`.
     function _fail(uint256 jobId, Job storage job, address provider, uint256 escrow, JobCheck memory c) private {
-        // forge-lint: disable-next-line(unsafe-typecast) below the uint128 escrow it came from
-        job.money.escrow = uint128(escrow);
         uint32 attempt = _repost(jobId, job, provider);
         delete job.root;
         delete job.outputId;
         delete job.seed;
-        uint256 slashed = _slash(provider, job.head.client);
+        uint256 slashed = _slash(provider, address(this));
+        uint256 room = job.money.payment - escrow;
+        uint256 refilled = slashed < room ? slashed : room;
+        // forge-lint: disable-next-line(unsafe-typecast) at most the uint128 payment
+        job.money.escrow = uint128(escrow + refilled);
         registry.removeCommitment(provider);
-        emit JobFailed(jobId, provider, slashed, c.mismatches, c.matches);
+        emit JobFailed(jobId, provider, slashed, refilled, c.mismatches, c.matches);
         emit JobReposted(jobId, attempt);
+        if (slashed > refilled) token.safeTransfer(BURN, slashed - refilled);
+    }
+
+    /// An inconclusive check: the drawn verifiers that did not vote leave the pool (a drawn
+    /// verifier that left already is skipped), the job keeps `escrow` (less the fees paid) and
+    /// goes back to Committed with a new seed block, for `draw` to pick new verifiers and tiles.
+    function _redraw(uint256 jobId, Job storage job, uint256 escrow, uint256 fees, JobCheck memory c) private {
+        address[MAX_VERIFIERS_PER_JOB] storage list = _drawn[jobId];
+        for (uint256 i; i < c.drawn; ++i) {
+            address v = list[i];
+            if ((c.votedMask >> i) & 1 == 0 && _poolIndexPlusOne[v] != 0) _remove(v);
+        }
+        // forge-lint: disable-start(unsafe-typecast) below the uint128 escrow; a block number; round < MAX_ROUNDS
+        job.money.escrow = uint128(escrow);
+        uint48 seedBlock = uint48(block.number + 1);
+        uint8 round = c.round + 1;
+        // forge-lint: disable-end(unsafe-typecast)
+        job.head.state = State.Committed;
+        job.work.seedBlock = seedBlock;
+        delete job.seed;
+        job.check = JobCheck({
+            voteDeadline: 0, drawn: 0, votedMask: 0, matches: 0, mismatches: 0, attempt: c.attempt, round: round
+        });
+        emit CheckInconclusive(jobId, round, c.matches, c.mismatches, fees, seedBlock);
     }
 
     /// Bars `provider` from the job and opens the job again for the next attempt: the provider,
@@ -538,7 +603,8 @@ contract ComputeMarket is IComputeMarket, RewardLedger {
         job.head.state = State.Posted;
         delete job.work;
         attempt = job.check.attempt + 1;
-        job.check = JobCheck({voteDeadline: 0, drawn: 0, votedMask: 0, matches: 0, mismatches: 0, attempt: attempt});
+        job.check =
+            JobCheck({voteDeadline: 0, drawn: 0, votedMask: 0, matches: 0, mismatches: 0, attempt: attempt, round: 0});
     }
 
     /// Slashes `slashBps` of the provider's slashable stake to `beneficiary`. A market that the

@@ -40,7 +40,8 @@ interface IComputeMarket is IRewardLedger {
 
     /// Where a job is. A job only moves forward (Posted → Accepted → Committed → Drawn → Done;
     /// Posted → Cancelled), except that a missed deadline (Accepted) or a failed check (Drawn)
-    /// sends it back to Posted with `attempt + 1`. `Expired` is reserved and never entered.
+    /// sends it back to Posted with `attempt + 1`, and an inconclusive check (Drawn) sends it back
+    /// to Committed with `round + 1`. `Expired` is reserved and never entered.
     enum State {
         None,
         Posted,
@@ -53,7 +54,9 @@ interface IComputeMarket is IRewardLedger {
     }
 
     /// Everything known about a job. `payment` is what the client posted; `escrow` what the job
-    /// still holds (payment minus the verifier fees of failed checks; 0 once Done or Cancelled).
+    /// still holds (payment minus the verifier fees of earlier checks, refilled from the slash of
+    /// a failed provider up to `payment`; 0 once Done or Cancelled). `round` counts the
+    /// inconclusive checks of the current result.
     /// `deadline` is the last block for the provider's result, `seedBlock` the block whose hash
     /// seeds the draw, `voteDeadline` the last block to vote. Fields of a later stage are zero
     /// until it is reached, and are cleared when the job is re-posted.
@@ -76,6 +79,7 @@ interface IComputeMarket is IRewardLedger {
         uint32 attempt;
         uint32 matches;
         uint32 mismatches;
+        uint32 round;
     }
 
     /// A job was posted and `payment` escrowed. `spec` is the job spec itself (`keccak256(spec) ==
@@ -106,9 +110,20 @@ interface IComputeMarket is IRewardLedger {
     event Voted(uint256 indexed jobId, address indexed verifier, bool matches);
     /// The check passed: `paid` credited to the provider, `fees` to the verifiers who voted.
     event JobPaid(uint256 indexed jobId, address indexed provider, uint256 paid, uint256 fees);
-    /// The check failed: `slashed` BIG of the provider's stake went to the client.
+    /// The check failed: `slashed` BIG of the provider's stake was taken; `refilled` of it went
+    /// back into the job's escrow (up to its payment) and the rest was burned.
     event JobFailed(
-        uint256 indexed jobId, address indexed provider, uint256 slashed, uint32 mismatches, uint32 matches
+        uint256 indexed jobId,
+        address indexed provider,
+        uint256 slashed,
+        uint256 refilled,
+        uint32 mismatches,
+        uint32 matches
+    );
+    /// No side won a majority of the drawn seats: the voters were paid `fees`, the silent ones
+    /// left the pool, and check `round` draws new verifiers from `blockhash(seedBlock)`.
+    event CheckInconclusive(
+        uint256 indexed jobId, uint32 round, uint32 matches, uint32 mismatches, uint256 fees, uint64 seedBlock
     );
     /// The provider let its deadline pass without a result: `slashed` BIG went to the client.
     event JobMissed(uint256 indexed jobId, address indexed provider, uint256 slashed);

@@ -26,6 +26,8 @@ contract ComputeHandler is CommonBase, StdCheats, StdUtils {
     uint256 public posted;
     uint256 public refunded;
     uint256 public claimed;
+    /// BIG of failed providers' slashes put back into their jobs' escrow.
+    uint256 public refilled;
     /// Transitions seen that the state machine does not allow (must stay 0).
     uint256 public violations;
     string public lastViolation;
@@ -287,9 +289,17 @@ contract ComputeHandler is CommonBase, StdCheats, StdUtils {
         IComputeMarket.JobView memory j = market.getJob(id);
         uint256 votes = uint256(j.matches) + j.mismatches;
         if (votes < market.verifiersOf(id).length && block.number <= j.voteDeadline) return false;
+        uint256 earnedBefore = _earned();
         market.settle(id);
-        IComputeMarket.State s = market.getJob(id).state;
-        ++calls[s == IComputeMarket.State.Done ? bytes32("settle.paid") : bytes32("settle.failed")];
+        IComputeMarket.JobView memory after_ = market.getJob(id);
+        // What the job holds now plus what settle credited, less what it held: the refill.
+        refilled += after_.escrow + (_earned() - earnedBefore) - j.escrow;
+        IComputeMarket.State s = after_.state;
+        ++calls[
+            s == IComputeMarket.State.Done
+                ? bytes32("settle.paid")
+                : s == IComputeMarket.State.Committed ? bytes32("settle.redrawn") : bytes32("settle.failed")
+        ];
         return true;
     }
 
@@ -321,6 +331,15 @@ contract ComputeHandler is CommonBase, StdCheats, StdUtils {
             uint256 id = 1 + (jobSeed % n + k) % n;
             if (market.getJob(id).state != state) continue;
             if (f(id, arg)) return;
+        }
+    }
+
+    function _earned() internal view returns (uint256 sum) {
+        for (uint256 i; i < providers.length; ++i) {
+            sum += market.earned(providers[i]);
+        }
+        for (uint256 i; i < clients.length; ++i) {
+            sum += market.earned(clients[i]);
         }
     }
 
@@ -358,8 +377,9 @@ contract ComputeHandler is CommonBase, StdCheats, StdUtils {
         }
     }
 
-    /// One action moves a job along at most one edge: forward, or back to Posted with the
-    /// attempt counter one higher after a missed deadline (Accepted) or a failed check (Drawn).
+    /// One action moves a job along at most one edge: forward, back to Posted with the attempt
+    /// counter one higher after a missed deadline (Accepted) or a failed check (Drawn), or back
+    /// to Committed after an inconclusive check (Drawn).
     function _allowed(IComputeMarket.State a, IComputeMarket.State b, uint32 attemptA, uint32 attemptB)
         internal
         pure
@@ -377,7 +397,9 @@ contract ComputeHandler is CommonBase, StdCheats, StdUtils {
         }
         if (a == IComputeMarket.State.Accepted) return b == IComputeMarket.State.Committed;
         if (a == IComputeMarket.State.Committed) return b == IComputeMarket.State.Drawn;
-        if (a == IComputeMarket.State.Drawn) return b == IComputeMarket.State.Done;
+        if (a == IComputeMarket.State.Drawn) {
+            return b == IComputeMarket.State.Done || b == IComputeMarket.State.Committed;
+        }
         return false; // Done and Cancelled are final
     }
 }

@@ -79,7 +79,8 @@ contract ComputeInvariantTest is Test {
         assertEq(token.balanceOf(address(market)), _escrow() + unclaimed, "market balance");
     }
 
-    /// What clients paid in is what is still escrowed, what was credited and what was refunded.
+    /// What clients paid in (plus the slashes put back into escrows) is what is still escrowed,
+    /// what was credited and what was refunded.
     function invariant_paymentsAccountedFor() public view {
         address[] memory all = _actors();
         uint256 earned;
@@ -88,15 +89,15 @@ contract ComputeInvariantTest is Test {
             earned += market.earned(all[i]);
             unclaimed += market.claimable(all[i]);
         }
-        assertEq(handler.posted(), _escrow() + earned + handler.refunded(), "payments");
+        assertEq(handler.posted() + handler.refilled(), _escrow() + earned + handler.refunded(), "payments");
         assertEq(earned, handler.claimed() + unclaimed, "claimed");
     }
 
     /// No BIG appears or disappears; the registry holds exactly the stake.
     function invariant_supplyConserved() public view {
         address[] memory all = _actors();
-        uint256 sum =
-            token.balanceOf(address(this)) + token.balanceOf(address(market)) + token.balanceOf(address(registry));
+        uint256 sum = token.balanceOf(address(this)) + token.balanceOf(address(market))
+            + token.balanceOf(address(registry)) + token.balanceOf(market.BURN());
         uint256 stake;
         for (uint256 i; i < all.length; ++i) {
             sum += token.balanceOf(all[i]);
@@ -168,7 +169,7 @@ contract ComputeInvariantTest is Test {
 
     /// Logs how often each path was taken in a run (`-vv`), to keep the handler honest.
     function afterInvariant() external view {
-        string[20] memory names = [
+        string[21] memory names = [
             "post",
             "accept",
             "submit",
@@ -177,6 +178,7 @@ contract ComputeInvariantTest is Test {
             "vote",
             "settle.paid",
             "settle.failed",
+            "settle.redrawn",
             "expire",
             "cancel",
             "claim",
