@@ -210,13 +210,52 @@ pub fn terms(cfg: &ComputeConfig, entry: &JobEntry, spec: &JobSpec, inputs: &Inp
     Ok(())
 }
 
+/// Why a posted job is not taken.
+#[derive(Debug)]
+enum Decline {
+    /// For this attempt (the spec, the limits, the terms or the node itself rule it out).
+    Attempt(String),
+    /// For now: its inputs could not be fetched (the network may serve them a little later).
+    ForNow(String),
+}
+
 /// The inputs of `entry` when this agent takes it (fetched for the checks, handed to the run),
 /// or why it does not.
-async fn assess(ctx: &Ctx, entry: &JobEntry) -> Result<Inputs, String> {
-    let spec = precheck(&ctx.setup.cfg, entry)?;
-    let inputs = ctx.inputs(&spec, &[]).await.map_err(|e| format!("{e:#}"))?;
-    terms(&ctx.setup.cfg, entry, &spec, &inputs)?;
+async fn assess(ctx: &Ctx, entry: &JobEntry) -> Result<Inputs, Decline> {
+    let spec = precheck(&ctx.setup.cfg, entry).map_err(Decline::Attempt)?;
+    let inputs = ctx.inputs(&spec, &[]).await.map_err(|e| Decline::ForNow(format!("{e:#}")))?;
+    terms(&ctx.setup.cfg, entry, &spec, &inputs).map_err(Decline::Attempt)?;
     Ok(inputs)
+}
+
+/// First wait before a job whose inputs could not be fetched is assessed again; it doubles up
+/// to `INPUT_RETRY_MAX` while the inputs stay out of reach.
+const INPUT_RETRY_FIRST: Duration = Duration::from_secs(15);
+const INPUT_RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// Jobs (job, attempt) waiting to be assessed again, each with its doubling wait.
+#[derive(Default)]
+struct Backoff {
+    waiting: HashMap<(u64, u32), (std::time::Instant, Duration)>,
+}
+
+impl Backoff {
+    /// Whether `key` may be tried at `now`.
+    fn ready(&self, key: (u64, u32), now: std::time::Instant) -> bool {
+        self.waiting.get(&key).is_none_or(|(at, _)| now >= *at)
+    }
+
+    /// Records a failed try at `now`; returns how long `key` now waits.
+    fn failed(&mut self, key: (u64, u32), now: std::time::Instant) -> Duration {
+        let wait = self.waiting.get(&key).map_or(INPUT_RETRY_FIRST, |(_, next)| *next);
+        self.waiting.insert(key, (now + wait, (wait * 2).min(INPUT_RETRY_MAX)));
+        wait
+    }
+
+    /// Forgets every attempt of `job`.
+    fn forget(&mut self, job: u64) {
+        self.waiting.retain(|(j, _), _| *j != job);
+    }
 }
 
 /// Runs an accepted job to its committed result: inputs (fetched unless given), tiles, output
@@ -294,6 +333,8 @@ struct Worker {
     /// (job, attempt) runs that failed in this process: not retried until a restart (a job
     /// past its wall time must not get a fresh one by being started again).
     given_up: std::collections::HashSet<(u64, u32)>,
+    /// (job, attempt) whose inputs could not be fetched: when to try again, and the next wait.
+    retry_inputs: Backoff,
     verifying: HashMap<u64, JoinHandle<Result<bool>>>,
     /// When the verifier pool membership was last settled (joined, or left when verify is off).
     enrolled_at: Option<std::time::Instant>,
@@ -352,6 +393,7 @@ pub async fn run(
         ctx,
         running: HashMap::new(),
         given_up: Default::default(),
+        retry_inputs: Backoff::default(),
         verifying: HashMap::new(),
         enrolled_at: None,
         was_member: false,
@@ -495,16 +537,29 @@ impl Worker {
                 if entry.decided_attempt == Some(view.attempt) {
                     return Ok(());
                 }
+                let key = (entry.job_id, view.attempt);
+                if !self.retry_inputs.ready(key, std::time::Instant::now()) {
+                    return Ok(());
+                }
                 let assessed = if self.ctx.view().barred(job, me).call().await.unwrap_or(false) {
-                    Err("this node's result failed its check or missed its deadline".to_string())
+                    Err(Decline::Attempt("this node's result failed its check or missed its deadline".into()))
                 } else if entry.client == me {
-                    Err("this node posted it".to_string())
+                    Err(Decline::Attempt("this node posted it".into()))
                 } else {
                     assess(&self.ctx, entry).await
                 };
                 let inputs = match assessed {
-                    Ok(inputs) => inputs,
-                    Err(why) => {
+                    Ok(inputs) => {
+                        self.retry_inputs.forget(entry.job_id);
+                        inputs
+                    }
+                    Err(Decline::ForNow(why)) => {
+                        let wait = self.retry_inputs.failed(key, std::time::Instant::now());
+                        tracing::info!(job = entry.job_id, attempt = view.attempt, why = %why, retry_in_s = wait.as_secs(), "not taking compute job for now: its inputs could not be fetched");
+                        self.ctx.book.update(entry.job_id, |e| e.declined = Some(why))?;
+                        return Ok(());
+                    }
+                    Err(Decline::Attempt(why)) => {
                         tracing::info!(job = entry.job_id, attempt = view.attempt, why = %why, "not taking compute job");
                         self.ctx.book.update(entry.job_id, |e| {
                             e.declined = Some(why);
@@ -577,6 +632,7 @@ impl Worker {
                     tracing::info!(job = entry.job_id, matches = view.matches, "compute job paid");
                 }
                 self.ctx.book.update(entry.job_id, |e| e.finished = true)?;
+                self.retry_inputs.forget(entry.job_id);
             }
             _ => {}
         }
@@ -752,6 +808,30 @@ mod tests {
         let cheap = entry(&render_spec(600), 0, 16, price - 1);
         let why = terms(&cfg, &cheap, &spec, &Inputs::default()).expect_err("underpaid");
         assert!(why.contains("below this node's price of 0.001048576 BIG"), "{why}");
+    }
+
+    #[test]
+    fn a_job_whose_inputs_were_out_of_reach_is_tried_again_later_and_later() {
+        let mut b = Backoff::default();
+        let t0 = std::time::Instant::now();
+        assert!(b.ready((7, 0), t0), "never tried: ready");
+        assert_eq!(b.failed((7, 0), t0), INPUT_RETRY_FIRST);
+        assert!(!b.ready((7, 0), t0 + INPUT_RETRY_FIRST - Duration::from_millis(1)));
+        assert!(b.ready((7, 0), t0 + INPUT_RETRY_FIRST));
+        assert!(b.ready((7, 1), t0), "another attempt is apart");
+        assert!(b.ready((8, 0), t0), "another job is apart");
+        let mut now = t0 + INPUT_RETRY_FIRST;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let w = b.failed((7, 0), now);
+            waits.push(w.as_secs());
+            now += w;
+        }
+        assert_eq!(waits, [30, 60, 120, 240, 480, 600, 600, 600]);
+        b.failed((7, 1), now);
+        b.forget(7);
+        assert!(b.ready((7, 0), now) && b.ready((7, 1), now));
+        assert_eq!(b.failed((7, 0), now), INPUT_RETRY_FIRST, "forgotten: starts over");
     }
 
     #[test]
