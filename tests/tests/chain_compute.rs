@@ -191,8 +191,23 @@ fn a_lazy_render_is_slashed_then_render_and_infer_jobs_are_paid() {
         "5",
         "-o",
         upscaled.to_str().expect("path"),
+        "--keep",
+        "--data",
+        "2",
+        "--parity",
+        "1",
     ]);
     assert_eq!(infer["attempts"], 1, "{infer}");
+    // `--keep`: the upscaled image is stored again, under a storage deal the client paid for.
+    let kept_deal = infer["kept"]["deal"]["deal_id"].as_u64().expect("--keep made a deal");
+    let deposit =
+        bigfile_agent::chain::parse_big(infer["kept"]["deal"]["deposit"].as_str().expect("deposit"))
+            .expect("deposit");
+    let created = chain.logs::<bigfile_chain::bindings::StorageMarket::DealCreated>(chain.market);
+    assert!(
+        created.iter().any(|d| d.dealId == U256::from(kept_deal) && d.client == client),
+        "DealCreated for the kept output: {created:?}"
+    );
     let png = std::fs::read(&upscaled).expect("the client wrote the upscaled image");
     assert_eq!(png_size(&png), (256, 256));
 
@@ -217,7 +232,7 @@ fn a_lazy_render_is_slashed_then_render_and_infer_jobs_are_paid() {
     let burn = chain.block(view.BURN().call()).expect("BURN");
     assert_eq!(chain.balance(burn), failed.slashed - failed.refilled, "the rest of the slash is burned");
     let initial = options.big_per_account;
-    assert_eq!(chain.balance(client), initial - payments, "the client is made whole, no more");
+    assert_eq!(chain.balance(client), initial - payments - deposit, "the client is made whole, no more");
     let claimable = chain.block(view.claimable(providers[HONEST]).call()).expect("claimable");
     assert!(claimable >= paid.paid, "the honest provider can claim its pay");
     let claim = cluster.providers[HONEST].node.json(&["rewards", "claim"]);

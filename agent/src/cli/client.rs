@@ -115,8 +115,8 @@ struct CheckedShard {
 }
 
 #[derive(serde::Serialize)]
-struct PutResult {
-    id: String,
+pub(crate) struct PutResult {
+    pub(crate) id: String,
     size: u64,
     data: u16,
     parity: u16,
@@ -125,7 +125,7 @@ struct PutResult {
     failed: Vec<String>,
     /// The storage deal created on chain, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    deal: Option<crate::chain::deals::DealReport>,
+    pub(crate) deal: Option<crate::chain::deals::DealReport>,
     secs: f64,
 }
 
@@ -341,7 +341,7 @@ async fn check(cfg: &Config, id: &str, timeout: Duration) -> Result<CheckResult>
     r
 }
 
-async fn put(
+pub(crate) async fn put(
     cfg: &Config,
     file: PathBuf,
     (k, m, stripe): (u16, u16, u32),

@@ -8,9 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use bigfile_chain::alloy::primitives::{Address, U256};
-use bigfile_chain::alloy::providers::Provider;
-use bigfile_chain::alloy::rpc::types::Filter;
-use bigfile_chain::alloy::sol_types::SolEvent;
 use bigfile_chain::bindings::ComputeMarket;
 use bigfile_compute::infer::{InputImage, Weights};
 use bigfile_compute::scene::{Scene, TileGrid};
@@ -44,8 +41,16 @@ pub struct PostArgs {
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Post only; do not wait for the result.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keep")]
     pub no_wait: bool,
+    /// Once the output is fetched and checked, keep it on the network under a storage deal
+    /// (the coding flags below, [chain.deal] terms, as `client put`). Without it the output
+    /// object stays with the two providers the job's provider placed it on, under no deal.
+    #[arg(long)]
+    pub keep: bool,
+    /// Erasure coding of the kept output (`--keep`).
+    #[command(flatten)]
+    pub coding: super::store::CodingArgs,
     /// Seconds to wait for the job to be done.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
@@ -85,6 +90,9 @@ struct JobReport {
     attempts: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     matches: Option<u32>,
+    /// The output kept under a storage deal (`--keep`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept: Option<super::client::PutResult>,
     secs: f64,
 }
 
@@ -177,6 +185,15 @@ async fn post_and_follow(
     out: &Output,
 ) -> Result<ExitCode> {
     let started = Instant::now();
+    // The deal terms are checked before anything is paid.
+    let keep = match args.keep {
+        true => Some((
+            args.coding.resolve(cfg)?,
+            crate::chain::deals::DealTerms::from_config(&cfg.chain, None, None)
+                .context("--keep: the [chain.deal] terms")?,
+        )),
+        false => None,
+    };
     let cancel = CancellationToken::new();
     let jobs = JobClient::connect(cfg, cancel.clone()).await?;
     let posted = jobs.post(&spec, grid.count(), pay, args.run_blocks).await?;
@@ -194,6 +211,7 @@ async fn post_and_follow(
         output: None,
         attempts: None,
         matches: None,
+        kept: None,
         secs: 0.0,
     };
     if !args.no_wait {
@@ -228,9 +246,21 @@ async fn post_and_follow(
         report.provider = Some(done.provider.to_string());
         report.root = Some(done.root.to_string());
         report.output_id = Some(done.output_id.to_string());
-        report.output = Some(path);
+        report.output = Some(path.clone());
         report.attempts = Some(done.attempts);
         report.matches = Some(done.matches);
+        if let Some((coding, terms)) = keep {
+            let kept =
+                super::client::put(cfg, path.clone(), coding, Some(terms), Duration::from_secs(120), out)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "the output is written to {}, but keeping it under a deal failed",
+                            path.display()
+                        )
+                    })?;
+            report.kept = Some(kept);
+        }
     }
     cancel.cancel();
     report.secs = started.elapsed().as_secs_f64();
@@ -245,7 +275,10 @@ async fn post_and_follow(
             path.display(),
             report.output_id.as_deref().unwrap_or("?"),
             report.root.as_deref().unwrap_or("?"),
-        ),
+        ) + &match report.kept.as_ref().and_then(|k| k.deal.as_ref().map(|d| (&k.id, d))) {
+            Some((id, d)) => format!("\n  kept as object {id} under deal {} ({} periods)", d.deal_id, d.periods),
+            None => String::new(),
+        },
         None => format!("job {} posted", report.posted.job_id),
     });
     Ok(ExitCode::SUCCESS)
@@ -373,54 +406,4 @@ pub fn jobs(cfg: &Config, cmd: JobsCmd, out: &Output) -> Result<ExitCode> {
         cancel.cancel();
         Ok(ExitCode::SUCCESS)
     })
-}
-
-impl JobClient {
-    /// Jobs this account accepted or was drawn to verify, by id.
-    async fn mine(&self) -> Result<Vec<u64>> {
-        let me = self.me();
-        let topic = me.into_word();
-        let from = self.start_block();
-        let mut ids = Vec::new();
-        for (sig, filter) in [
-            (ComputeMarket::JobAccepted::SIGNATURE_HASH, Filter::new().topic2(topic)),
-            (ComputeMarket::Voted::SIGNATURE_HASH, Filter::new().topic2(topic)),
-        ] {
-            let filter = filter.address(self.market()).event_signature(sig).from_block(from);
-            let logs = self.link().provider.get_logs(&filter).await.context("reading job events")?;
-            ids.extend(
-                logs.iter().filter_map(|l| {
-                    l.topics().get(1).map(|t| U256::from_be_bytes(t.0).saturating_to::<u64>())
-                }),
-            );
-        }
-        let drawn = Filter::new()
-            .address(self.market())
-            .event_signature(ComputeMarket::VerifiersDrawn::SIGNATURE_HASH)
-            .from_block(from);
-        for log in self.link().provider.get_logs(&drawn).await.context("reading draws")? {
-            if let Ok(d) = log.log_decode::<ComputeMarket::VerifiersDrawn>()
-                && d.inner.data.verifiers.contains(&me)
-            {
-                ids.push(d.inner.data.jobId.saturating_to());
-            }
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ids)
-    }
-
-    /// The spec bytes job `id` was posted with.
-    async fn spec_of(&self, id: u64) -> Result<Option<Vec<u8>>> {
-        let filter = Filter::new()
-            .address(self.market())
-            .event_signature(ComputeMarket::JobPosted::SIGNATURE_HASH)
-            .topic1(U256::from(id))
-            .from_block(self.start_block());
-        let logs = self.link().provider.get_logs(&filter).await.context("reading JobPosted")?;
-        Ok(logs
-            .last()
-            .and_then(|l| l.log_decode::<ComputeMarket::JobPosted>().ok())
-            .map(|e| e.inner.data.spec.to_vec()))
-    }
 }

@@ -13,7 +13,7 @@ use super::Output;
 use crate::config::{ByteSize, Config};
 
 /// Erasure-coding flags shared by `store put` and `client put`; unset ones come from `[storage]`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct CodingArgs {
     /// Data shards per stripe (k); default from storage.data.
     #[arg(long)]

@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use bigfile_chain::ChainKey;
 use bigfile_chain::alloy::primitives::{Address, B256, U256};
 use bigfile_chain::alloy::providers::Provider;
+use bigfile_chain::alloy::rpc::types::Filter;
+use bigfile_chain::alloy::sol_types::SolEvent;
 use bigfile_chain::bindings::{ComputeMarket, IComputeMarket};
 use bigfile_chain::compute::{KIND_INFER, KIND_RENDER, post_params};
 use bigfile_compute::spec::{Job, JobSpec};
@@ -214,6 +216,56 @@ impl JobClient {
         if let Err(e) = self.link.send(self.market, call, label).await {
             tracing::debug!(error = %e, "a call to move the job along failed");
         }
+    }
+}
+
+impl JobClient {
+    /// Jobs this account accepted or was drawn to verify, by id.
+    pub async fn mine(&self) -> Result<Vec<u64>> {
+        let me = self.me();
+        let topic = me.into_word();
+        let from = self.start_block();
+        let mut ids = Vec::new();
+        for (sig, filter) in [
+            (ComputeMarket::JobAccepted::SIGNATURE_HASH, Filter::new().topic2(topic)),
+            (ComputeMarket::Voted::SIGNATURE_HASH, Filter::new().topic2(topic)),
+        ] {
+            let filter = filter.address(self.market()).event_signature(sig).from_block(from);
+            let logs = self.link().provider.get_logs(&filter).await.context("reading job events")?;
+            ids.extend(
+                logs.iter().filter_map(|l| {
+                    l.topics().get(1).map(|t| U256::from_be_bytes(t.0).saturating_to::<u64>())
+                }),
+            );
+        }
+        let drawn = Filter::new()
+            .address(self.market())
+            .event_signature(ComputeMarket::VerifiersDrawn::SIGNATURE_HASH)
+            .from_block(from);
+        for log in self.link().provider.get_logs(&drawn).await.context("reading draws")? {
+            if let Ok(d) = log.log_decode::<ComputeMarket::VerifiersDrawn>()
+                && d.inner.data.verifiers.contains(&me)
+            {
+                ids.push(d.inner.data.jobId.saturating_to());
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// The spec bytes job `id` was posted with.
+    pub async fn spec_of(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        let filter = Filter::new()
+            .address(self.market())
+            .event_signature(ComputeMarket::JobPosted::SIGNATURE_HASH)
+            .topic1(U256::from(id))
+            .from_block(self.start_block());
+        let logs = self.link().provider.get_logs(&filter).await.context("reading JobPosted")?;
+        Ok(logs
+            .last()
+            .and_then(|l| l.log_decode::<ComputeMarket::JobPosted>().ok())
+            .map(|e| e.inner.data.spec.to_vec()))
     }
 }
 
