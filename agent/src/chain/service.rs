@@ -221,7 +221,8 @@ pub async fn run(
                     tracing::error!(error = %format!("{e:#}"), "the compute market side stopped; storage goes on");
                 }
             }
-            _ => {}
+            (_, Some(market)) => crate::compute::market::leave_pool_if_member(&link, market).await,
+            (_, None) => {}
         }
     };
     let steward = Steward::new(link.clone(), book, store.clone(), cfg.clone(), counters.clone(), voided_rx)

@@ -357,6 +357,26 @@ pub struct Shared {
     pub counters: Arc<ChainCounters>,
 }
 
+/// Leaves the verifier pool (with `compute.verify` off, a member would only make the jobs it is
+/// drawn for wait out their vote window and then be removed).
+async fn leave_pool(link: &ChainLink, market: Address) {
+    match link.send(market, &ComputeMarket::leaveCall {}, "leave the compute verifier pool").await {
+        Ok(_) => tracing::info!("compute.verify is off: left the verifier pool"),
+        Err(e) => tracing::warn!(error = %e, "leaving the verifier pool failed"),
+    }
+}
+
+/// With `compute.take_jobs` and `compute.verify` both off the compute side does not run; this
+/// only takes the node out of the verifier pool when an earlier run had enrolled it.
+pub async fn leave_pool_if_member(link: &ChainLink, market: Address) {
+    let view = ComputeMarket::new(market, &link.provider);
+    match view.isVerifier(link.me()).call().await {
+        Ok(true) => leave_pool(link, market).await,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the compute verifier pool"),
+    }
+}
+
 /// Runs the compute side until `cancel`: the watcher and the worker.
 pub async fn run(
     shared: Shared,
@@ -451,11 +471,7 @@ impl Worker {
             self.enrolled_at = Some(std::time::Instant::now());
             self.was_member = false;
             if member {
-                let call = ComputeMarket::leaveCall {};
-                match self.ctx.link.send(self.ctx.market, &call, "leave the compute verifier pool").await {
-                    Ok(_) => tracing::info!("compute.verify is off: left the verifier pool"),
-                    Err(e) => tracing::warn!(error = %e, "leaving the verifier pool failed"),
-                }
+                leave_pool(&self.ctx.link, self.ctx.market).await;
             }
             return;
         }
