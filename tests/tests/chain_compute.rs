@@ -3,7 +3,11 @@
 //! drawn verifiers re-render their tiles, vote it down, and it is slashed; the job goes back to
 //! the market, an honest provider runs it and is paid, and the client gets the image. Then an
 //! inference job upscales that image (its output object) with the shipped model, and is paid.
-//! Every BIG moved is checked against the chain's events.
+//! Every BIG moved is checked against the chain's events (the lazy provider's slash refills the
+//! escrow, the rest is burned; `--keep` puts the upscaled image under a storage deal). Then an
+//! agent turned to `verify = false` leaves the verifier pool, and a verifier that is down when
+//! drawn makes the check inconclusive: it is drawn again without it, passes, and the stopped
+//! verifier enrolls again when it is back.
 //!
 //! Needs the agent built with `--features bigfile-agent/fault-injection`.
 
@@ -304,4 +308,35 @@ fn a_lazy_render_is_slashed_then_render_and_infer_jobs_are_paid() {
     cluster.restart(QUIT);
     wait_for(Duration::from_secs(60), "the agent leaving the verifier pool", || (!member()).then_some(()));
     assert!(chain.logs::<ComputeMarket::VerifierLeft>(market).iter().any(|l| l.verifier == providers[QUIT]));
+
+    // A drawn verifier that is down: the pool is now the lazy provider (stopped here) and
+    // provider 2, so both are drawn for the honest provider's next result; one match vote of two
+    // seats decides nothing, the check is drawn again without the silent one, and passes.
+    cluster.kill(LAZY);
+    let second = dir.path().join("second.png");
+    let report = cluster.client_json(&[
+        "client",
+        "render",
+        &scene,
+        "--payment",
+        "10",
+        "-o",
+        second.to_str().expect("path"),
+    ]);
+    let job = U256::from(report["job_id"].as_u64().expect("job id"));
+    assert_eq!(report["provider"].as_str().map(|s| s.parse::<Address>().ok()), Some(Some(providers[HONEST])));
+    let rounds: Vec<_> = chain
+        .logs::<ComputeMarket::CheckInconclusive>(market)
+        .into_iter()
+        .filter(|i| i.jobId == job)
+        .collect();
+    assert!(!rounds.is_empty(), "no inconclusive round: {report}");
+    assert_eq!((rounds[0].matches, rounds[0].mismatches), (1, 0), "{rounds:?}");
+    let lazy_member = || chain.block(view.isVerifier(providers[LAZY]).call()).expect("isVerifier");
+    assert!(!lazy_member(), "the silent verifier left the pool");
+    let done = chain.block(view.getJob(job).call()).expect("getJob");
+    assert_eq!(done.attempt, 0, "passed, not failed: {done:?}");
+    // Back up, it enrolls again.
+    cluster.restart(LAZY);
+    wait_for(Duration::from_secs(60), "the silent verifier enrolling again", || lazy_member().then_some(()));
 }
