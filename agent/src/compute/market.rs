@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::book::{Committed, JobBook, JobEntry};
 use super::gate::ProofGate;
+use super::rest::{Seen, Stamp, Touches, rest_until};
 use super::run::{self, Devices, Inputs};
 use super::tiles::SledTiles;
 use super::{check, objects};
@@ -79,6 +80,8 @@ pub struct JobHandler {
     pub book: JobBook,
     /// The ComputeMarket.
     pub market: Address,
+    /// Counts each job's events for the worker.
+    pub touches: Touches,
 }
 
 fn fail(e: impl std::fmt::Display) -> HandlerError {
@@ -92,6 +95,7 @@ impl Handler for JobHandler {
             if log.address() != self.market {
                 continue;
             }
+            self.touches.saw(log);
             let Ok(e) = log.log_decode::<ComputeMarket::JobPosted>() else { continue };
             match PostedJob::from_event(&e.inner.data) {
                 Ok(job) => {
@@ -109,6 +113,7 @@ impl Handler for JobHandler {
     }
 
     async fn rewound(&mut self, rewind: &Rewind) -> Result<(), HandlerError> {
+        self.touches.stir_all();
         for job in self.book.all().map_err(fail)? {
             if job.posted_block >= rewind.void_from {
                 self.book.remove(job.job_id).map_err(fail)?;
@@ -322,6 +327,8 @@ async fn provide(ctx: Ctx, entry: JobEntry, attempt: u32, inputs: Option<Inputs>
 
 /// Blocks past a result's seed block after which any node, not only its provider, calls `draw`.
 const DRAW_GRACE: u64 = 3;
+/// Blocks past another provider's deadline after which a node calls `expire`.
+const EXPIRE_AFTER: u64 = 2;
 /// How often the verifier pool membership is read again (the market removes a drawn verifier
 /// that stayed silent through an inconclusive check; this node then enrolls again).
 const ENROLL_RECHECK: Duration = Duration::from_secs(30);
@@ -329,6 +336,10 @@ const ENROLL_RECHECK: Duration = Duration::from_secs(30);
 /// The worker's memory within one run.
 struct Worker {
     ctx: Ctx,
+    touches: Touches,
+    /// Jobs left unread until their event count moves (or the head passes the block), see
+    /// `rest::rest_until`.
+    resting: HashMap<u64, (Stamp, Option<u64>)>,
     running: HashMap<u64, (u32, JoinHandle<Result<Committed>>)>,
     /// (job, attempt) runs that failed in this process: not retried until a restart (a job
     /// past its wall time must not get a fresh one by being started again).
@@ -403,7 +414,8 @@ pub async fn run(
     let mut config = bigfile_chain::watcher::WatcherConfig::new(vec![market], chain.start_block);
     config.confirmations = chain.confirmations;
     config.poll_interval = Duration::from_millis(chain.poll_interval_ms);
-    let handler = JobHandler { book: book.clone(), market };
+    let touches = Touches::default();
+    let handler = JobHandler { book: book.clone(), market, touches: touches.clone() };
     let watcher = bigfile_chain::watcher::spawn(link.provider.clone(), config, cursor, handler, &cancel)
         .context("starting the compute market watcher")?;
     tracing::info!(%market, take_jobs = setup.cfg.take_jobs, verify = setup.cfg.verify, "following the compute market");
@@ -411,6 +423,8 @@ pub async fn run(
     let ctx = Ctx { link, market, book, setup, store, gate, tiles, cancel: cancel.clone(), counters };
     let mut worker = Worker {
         ctx,
+        touches,
+        resting: HashMap::new(),
         running: HashMap::new(),
         given_up: Default::default(),
         retry_inputs: Backoff::default(),
@@ -448,7 +462,18 @@ impl Worker {
         self.enroll().await;
         self.reap().await?;
         for entry in self.ctx.book.open_jobs()? {
-            if let Err(e) = self.act(&entry, head).await {
+            let job = entry.job_id;
+            let stamp = self.touches.stamp(job);
+            let busy = self.running.contains_key(&job) || self.verifying.contains_key(&job);
+            if !busy
+                && let Some((seen, wake)) = self.resting.get(&job)
+                && *seen == stamp
+                && wake.is_none_or(|b| head <= b)
+            {
+                continue;
+            }
+            self.resting.remove(&job);
+            if let Err(e) = self.act(&entry, head, stamp).await {
                 tracing::warn!(job = entry.job_id, error = %format!("{e:#}"), "compute job step failed");
             }
         }
@@ -543,11 +568,22 @@ impl Worker {
         Ok(())
     }
 
-    async fn act(&mut self, entry: &JobEntry, head: u64) -> Result<()> {
+    async fn act(&mut self, entry: &JobEntry, head: u64, stamp: Stamp) -> Result<()> {
         let me = self.me();
         let job = U256::from(entry.job_id);
         let view = self.ctx.view().getJob(job).call().await.context("ComputeMarket.getJob")?;
         let st = view.state as u8;
+        let seen = Seen {
+            state: st,
+            mine: view.provider == me,
+            declined: entry.decided_attempt == Some(view.attempt),
+            take_jobs: self.ctx.setup.cfg.take_jobs,
+            deadline: view.deadline,
+            seed_block: view.seedBlock,
+        };
+        if let Some(wake) = rest_until(seen, EXPIRE_AFTER, DRAW_GRACE) {
+            self.resting.insert(entry.job_id, (stamp, wake));
+        }
         match st {
             state::POSTED if self.ctx.setup.cfg.take_jobs && !self.running.contains_key(&entry.job_id) => {
                 if entry.decided_attempt == Some(view.attempt) {
@@ -612,7 +648,7 @@ impl Worker {
             }
             // Another provider's deadline passed without a result: send the job back to the
             // market (the contract slashes it), where this node may take it.
-            state::ACCEPTED if self.ctx.setup.cfg.take_jobs && head > view.deadline + 2 => {
+            state::ACCEPTED if self.ctx.setup.cfg.take_jobs && head > view.deadline + EXPIRE_AFTER => {
                 let call = ComputeMarket::expireCall { jobId: job };
                 if let Err(e) = self
                     .ctx
@@ -642,7 +678,7 @@ impl Worker {
                     }
                 }
             }
-            state::DRAWN => self.drawn(entry, &view, head).await?,
+            state::DRAWN => self.drawn(entry, &view, head, stamp).await?,
             state::DONE | state::CANCELLED => {
                 if view.provider == me && st == state::DONE {
                     tracing::info!(job = entry.job_id, matches = view.matches, "compute job paid");
@@ -666,11 +702,16 @@ impl Worker {
         entry: &JobEntry,
         view: &bigfile_chain::bindings::IComputeMarket::JobView,
         head: u64,
+        stamp: Stamp,
     ) -> Result<()> {
         let me = self.me();
         let job = U256::from(entry.job_id);
         let drawn = self.ctx.view().verifiersOf(job).call().await.context("verifiersOf")?;
         let position = drawn.iter().position(|v| *v == me);
+        if position.is_none() && view.provider != me {
+            // Not this node's to vote on or settle: until the next event (a settle).
+            self.resting.insert(entry.job_id, (stamp, None));
+        }
         let votes = view.matches + view.mismatches;
         let all_voted = votes as usize >= drawn.len();
         if position.is_some() && !self.verifying.contains_key(&entry.job_id) && head <= view.voteDeadline {

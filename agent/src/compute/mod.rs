@@ -9,6 +9,7 @@ pub mod gate;
 pub mod market;
 pub mod objects;
 pub mod progress;
+pub mod rest;
 pub mod run;
 pub mod tiles;
 
