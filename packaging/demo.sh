@@ -216,6 +216,10 @@ echo "\$ bigfile-agent client render examples/scenes/cornell.json --payment 10 -
 render_out=$(sed -n 's/.*(object \(0x[0-9a-f]*\), root.*/\1/p' "$root/job-render.txt")
 [ -n "$render_out" ] || { echo "demo failed: the render job did not finish" >&2; exit 1; }
 grep -h "compute result checked" "$root"/chain*/agent.log | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-170 | head -2
+if grep -q "check inconclusive" "$root/job-render.txt"; then
+  echo "(provider $holder, killed above, was still in the verifier pool and was drawn: its silent seat left the"
+  echo " check without a majority, so the market removed it from the pool and drew fresh verifiers)"
+fi
 
 step "An inference job on that output object: the shipped model stored on the network, the render upscaled 2x"
 echo "\$ bigfile-agent client put examples/models/espcn-x2.safetensors --data 1 --parity 1 --no-deal"

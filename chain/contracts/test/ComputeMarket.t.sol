@@ -124,6 +124,12 @@ abstract contract ComputeBase is Test {
         market.vote(id, matches);
     }
 
+    /// Lets the vote window close, then settles.
+    function _settleAfterTheWindow(uint256 id) internal {
+        vm.roll(block.number + VOTE_WINDOW + 1);
+        market.settle(id);
+    }
+
     function _state(uint256 id) internal view returns (IComputeMarket.State) {
         return market.getJob(id).state;
     }
@@ -1056,8 +1062,7 @@ contract ComputeMarketTest is ComputeBase {
         vm.prank(drawn[1]);
         market.leave();
         _vote(drawn[0], id, true);
-        vm.roll(block.number + VOTE_WINDOW + 1);
-        market.settle(id);
+        _settleAfterTheWindow(id);
         assertEq(uint8(_state(id)), uint8(IComputeMarket.State.Committed));
         assertEq(market.verifierCount(), 7);
         assertTrue(market.isVerifier(drawn[0]));
@@ -1172,15 +1177,13 @@ contract ComputeMarketTest is ComputeBase {
         uint256 id = _committed(providers[0]);
         address[] memory drawn = _draw(id);
         _vote(drawn[2], id, false);
-        vm.roll(block.number + VOTE_WINDOW + 1);
-        market.settle(id);
+        _settleAfterTheWindow(id);
         assertEq(uint8(_state(id)), uint8(IComputeMarket.State.Committed));
         assertEq(registry.stakeOf(providers[0]), STAKE);
         address[] memory again = _draw(id);
         _vote(again[0], id, true);
         _vote(again[1], id, true);
-        vm.roll(block.number + VOTE_WINDOW + 1);
-        market.settle(id);
+        _settleAfterTheWindow(id);
         assertEq(uint8(_state(id)), uint8(IComputeMarket.State.Done));
         assertEq(registry.stakeOf(providers[0]), STAKE);
         _assertBooks();
@@ -1194,15 +1197,13 @@ contract ComputeMarketTest is ComputeBase {
         for (uint256 round; round + 1 < market.MAX_ROUNDS(); ++round) {
             address[] memory d = _draw(id);
             _vote(d[0], id, false);
-            vm.roll(block.number + VOTE_WINDOW + 1);
-            market.settle(id);
+            _settleAfterTheWindow(id);
             assertEq(uint8(_state(id)), uint8(IComputeMarket.State.Committed));
         }
         address[] memory last = _draw(id);
         assertEq(market.getJob(id).round, market.MAX_ROUNDS() - 1);
         _vote(last[0], id, false);
-        vm.roll(block.number + VOTE_WINDOW + 1);
-        market.settle(id);
+        _settleAfterTheWindow(id);
         assertEq(uint8(_state(id)), uint8(IComputeMarket.State.Posted));
         assertTrue(market.barred(id, providers[0]));
         assertEq(market.getJob(id).round, 0);
@@ -1217,15 +1218,13 @@ contract ComputeMarketTest is ComputeBase {
             address[] memory d = _draw(id);
             _vote(d[0], id, false);
             _vote(d[1], id, true);
-            vm.roll(block.number + VOTE_WINDOW + 1);
-            market.settle(id);
+            _settleAfterTheWindow(id);
             assertEq(uint8(_state(id)), uint8(IComputeMarket.State.Committed));
         }
         last = _draw(id);
         _vote(last[0], id, false);
         _vote(last[1], id, true);
-        vm.roll(block.number + VOTE_WINDOW + 1);
-        market.settle(id);
+        _settleAfterTheWindow(id);
         assertEq(uint8(_state(id)), uint8(IComputeMarket.State.Done));
         _assertBooks();
     }
