@@ -632,7 +632,11 @@ impl Worker {
                         ChainCounters::add(&self.ctx.counters.jobs_accepted, 1);
                         self.spawn_run(entry, view.attempt, Some(inputs));
                     }
-                    // Another provider was faster, most likely: the next poll reads its state.
+                    // Another provider was faster, most likely (its accept is pending while the
+                    // job still reads Posted): the next poll reads its state.
+                    Err(e) if e.to_string().contains("WrongState") => {
+                        tracing::debug!(job = entry.job_id, error = %e, "another provider took the compute job first")
+                    }
                     Err(e) => {
                         tracing::info!(job = entry.job_id, error = %e, "accepting the compute job failed")
                     }
