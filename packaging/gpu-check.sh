@@ -18,9 +18,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 case "${1:-}" in
 debs)
-  # Debian bookworm packages (what the CI machine runs lavapipe from); `.gl/` is git-ignored
-  # through .git/info/exclude so it travels only when carried.
-  grep -qx '/.gl/' .git/info/exclude 2>/dev/null || echo '/.gl/' >>.git/info/exclude
+  # Debian bookworm packages (what the CI machine runs lavapipe from); `.gl/` is git-ignored,
+  # so it travels only when carried.
   mkdir -p .gl
   (cd .gl && apt-get download \
     libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 \
